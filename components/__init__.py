@@ -1,0 +1,1 @@
+"""adrender pipeline steps: one module per step, each a typed `run(...)` over the artifact store."""

@@ -1,0 +1,1 @@
+"""adrender pipelines: the KFP definition, the local runner and the `adrender` command line."""

@@ -1,0 +1,73 @@
+"""The `adrender` command line.
+
+Each subcommand is a pair of functions: `_add_<name>(subparsers)` declares its arguments and
+`cmd_<name>(args) -> int` runs it and returns the exit code. `main` dispatches; a new subcommand
+(render, compile, submit, schedule, models, status) is one more pair added to `_SUBCOMMANDS`.
+
+    adrender validate FILE...      check campaign files; exit 0 when all are valid, 1 otherwise
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from components.runtime.spec import CampaignError, load_campaign
+
+__all__ = ["build_parser", "cmd_validate", "main"]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate every file given; print one OK line per valid file and every problem of the others."""
+    failed = 0
+    for file in args.files:
+        try:
+            campaign = load_campaign(file)
+        except CampaignError as exc:
+            failed += 1
+            print(f"FAIL {file}: {len(exc.issues)} problem(s)", file=sys.stderr)
+            for issue in exc.issues:
+                print(f"  {issue}", file=sys.stderr)
+            continue
+        units = campaign.render_units()
+        print(f"OK {file}: {len(campaign.jobs)} jobs, {len(units)} render units")
+        if args.verbose:
+            for job in campaign.jobs:
+                print(f"  {job.id}: mode={job.mode.value} size={job.size} frames={job.frames} steps={job.steps} "
+                      f"cfg={job.cfg_scale} shift={job.flow_shift} seeds={job.seeds} "
+                      f"foley={'on' if job.foley.enabled else 'off'} dit={campaign.models_for(job)['dit']}")
+    return 1 if failed else 0
+
+
+def _add_validate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "validate", help="check campaign files (YAML or JSON) without rendering",
+        description="Check campaign files and list every problem with its field path and fix.")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="campaign file (.yaml, .yml or .json)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also print each job's resolved mode, size, sampling settings and seeds")
+    parser.set_defaults(func=cmd_validate)
+
+
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (_add_validate,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="adrender", description="Batch rendering of generated video ads.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `adrender` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Invalid campaigns: each mistake is rejected with its own message naming the file, the field path and the fix."""
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.runtime.spec import CampaignError, CampaignIssue, load_campaign
+
+Data = dict[str, Any]
+
+
+def base() -> Data:
+    """A valid campaign with an image job (jobs[0]) and a text-to-video job (jobs[1])."""
+    return {
+        "id": "spring",
+        "jobs": [
+            {"id": "intro", "prompt": "A woman holds a bottle and smiles.",
+             "subjects": [{"word": "woman", "image": "assets/woman.png"}]},
+            {"id": "meadow", "prompt": "Wild flowers in the morning sun.", "negative_prompt": ""},
+        ],
+    }
+
+
+def job(**fields: Any) -> Callable[[Data], None]:
+    def mutate(data: Data) -> None:
+        data["jobs"][0].update(fields)
+    return mutate
+
+
+def top(**fields: Any) -> Callable[[Data], None]:
+    def mutate(data: Data) -> None:
+        data.update(fields)
+    return mutate
+
+
+def drop_subjects_and(**fields: Any) -> Callable[[Data], None]:
+    def mutate(data: Data) -> None:
+        del data["jobs"][0]["subjects"]
+        data["jobs"][0].update(fields)
+    return mutate
+
+
+def duplicate_ids(data: Data) -> None:
+    data["jobs"][1]["id"] = "intro"
+
+
+def no_prompt(data: Data) -> None:
+    del data["jobs"][0]["prompt"]
+
+
+AUDIO = {"uri": "assets/voice.wav"}
+EDIT = {"video": "assets/src.mp4", "mask": "assets/mask.mp4"}
+
+# (case id, mutation, field path, text the message must contain)
+CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
+    ("unknown-job-field", job(framez=129), "jobs[0].framez", "unknown field 'framez'; did you mean 'frames'?"),
+    ("unknown-top-field", top(output="x"), "output", "did you mean 'output_prefix'?"),
+    ("frames-not-4k+1", job(frames=100), "jobs[0].frames", "frames must be 4k+1 between 5 and 129"),
+    ("frames-fix-suggests-neighbours", job(frames=100), "jobs[0].frames", "e.g. 97 or 101"),
+    ("frames-too-many", job(frames=133), "jobs[0].frames", "got 133; frames must be 4k+1 between 5 and 129"),
+    ("size-not-16", job(size="720x1270"), "jobs[0].size", "height and width must be multiples of 16"),
+    ("size-unsupported", job(size="512x512"), "jobs[0].size", "512x512 is not a size the models support; use one of"),
+    ("size-malformed", job(size="720*1280"), "jobs[0].size", "must be 'HEIGHTxWIDTH', e.g. '720x1280'"),
+    ("subject-word-absent", job(subjects=[{"word": "man", "image": "m.png"}]), "jobs[0].subjects[0].word",
+     "subject word 'man' does not occur in the prompt"),
+    ("subject-word-partial", job(subjects=[{"word": "wom", "image": "m.png"}]), "jobs[0].subjects[0].word",
+     "'wom' does not occur in the prompt"),
+    ("duplicate-job-id", duplicate_ids, "jobs[1].id", "duplicate job id 'intro' (also jobs[0])"),
+    ("id-dotdot", job(id="../etc"), "jobs[0].id", "id '../etc' is unsafe in a storage key or path"),
+    ("id-slash", job(id="a/b"), "jobs[0].id", "e.g. 'a-b'"),
+    ("id-space", top(id="spring sale"), "id", "unsafe in a storage key or path; use 1-63 lowercase letters"),
+    ("id-uppercase", job(id="Intro"), "jobs[0].id", "e.g. 'intro'"),
+    ("audio-and-edit", job(audio=AUDIO, edit=EDIT, foley=False), "jobs[0].edit",
+     "either audio-driven or editing, not both"),
+    ("audio-without-subject", drop_subjects_and(audio=AUDIO, foley=False), "jobs[0].audio",
+     "audio-driven jobs animate a subject"),
+    ("edit-without-subject", drop_subjects_and(edit=EDIT), "jobs[0].edit", "editing replaces the masked region"),
+    ("foley-over-speech", job(audio=AUDIO, foley={"enabled": True}), "jobs[0].foley.enabled",
+     "foley would replace the driving audio track"),
+    ("empty-prompt", job(prompt=""), "jobs[0].prompt", "must not be empty or blank"),
+    ("blank-prompt", job(prompt="   "), "jobs[0].prompt", "must not be empty or blank"),
+    ("missing-prompt", no_prompt, "jobs[0].prompt", "required field is missing; add prompt: ..."),
+    ("steps-zero", job(steps=0), "jobs[0].steps", "got 0; must be >= 1 (30 is the HunyuanCustom default"),
+    ("steps-absurd", job(steps=1000), "jobs[0].steps", "must be <= 200"),
+    ("steps-not-a-number", job(steps="many"), "jobs[0].steps", "got 'many'; must be a whole number"),
+    ("cfg-below-1-with-negative", job(cfg_scale=0.5, negative_prompt="blurry"), "jobs[0].cfg_scale",
+     "cfg_scale 0.5 < 1 with a negative prompt"),
+    ("negative-shift", job(flow_shift=-2), "jobs[0].flow_shift", "got -2; must be > 0"),
+    ("guidance-outside-t2v", job(embedded_guidance=6.0), "jobs[0].embedded_guidance",
+     "the image-mode checkpoint has no guidance embedding"),
+    ("loudness-out-of-range", job(delivery={"loudness_lufs": -50}), "jobs[0].delivery.loudness_lufs",
+     "must be >= -40.0 (-23 for EBU R128"),
+    ("peak-below-target", job(delivery={"loudness_lufs": -6, "true_peak_dbtp": -8}),
+     "jobs[0].delivery.true_peak_dbtp", "the ceiling must be above the target"),
+    ("uri-scheme", job(subjects=[{"word": "woman", "image": "https://cdn.example.com/w.png"}]),
+     "jobs[0].subjects[0].image", "URI scheme 'https://' is not supported"),
+    ("uri-absolute-path", job(subjects=[{"word": "woman", "image": "/data/w.png"}]),
+     "jobs[0].subjects[0].image", "write it as 'file:///data/w.png'"),
+    ("uri-wrong-kind", job(subjects=[{"word": "woman", "image": "assets/woman.mp4"}]),
+     "jobs[0].subjects[0].image", "does not look like an image file"),
+    ("uri-s3-dotdot", job(subjects=[{"word": "woman", "image": "s3://ads/a/../w.png"}]),
+     "jobs[0].subjects[0].image", "'..' is not allowed inside an S3 key"),
+    ("mask-not-video", job(edit={"video": "a.mp4", "mask": "m.png"}), "jobs[0].edit.mask",
+     "does not look like a video file"),
+    ("seeds-repeated", job(seeds=[5, 5]), "jobs[0].seeds", "seed(s) [5] repeated"),
+    ("seeds-vs-variants", job(seeds=[1, 2], variants=3), "jobs[0].seeds", "2 seeds but variants is 3"),
+    ("variants-absurd", job(variants=100), "jobs[0].variants", "must be <= 16 (1 to 16 videos per job)"),
+    ("schedule-6-fields", top(schedule="0 0 6 * * 1"), "schedule", "has 6 fields; write a 5-field crontab"),
+    ("schedule-bad-minute", top(schedule="61 6 * * *"), "schedule", "schedule field minute '61' is invalid"),
+    ("model-ref", top(models={"vae": "hunyuan-vae"}), "models.vae", "must be 'name@alias' or 'name/version'"),
+    ("no-jobs", top(jobs=[]), "jobs", "must have at least 1 item(s)"),
+    ("output-prefix", top(output_prefix="../up"), "output_prefix", "lowercase key segments separated by '/'"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "path", "text"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_mistake_is_reported(tmp_path: Path, mutate: Callable[[Data], None], path: str, text: str) -> None:
+    data = base()
+    mutate(data)
+    file = tmp_path / "campaign.yaml"
+    file.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    issues = caught.value.issues
+    matching = [i for i in issues if i.path == path and text in i.message]
+    assert matching, f"no issue at {path!r} containing {text!r}; got:\n" + "\n".join(map(str, issues))
+    assert all(i.file == str(file) for i in issues)
+    # one mistake, one issue: no echo of the same problem under other fields
+    assert len(issues) == 1, "\n".join(map(str, issues))
+    assert str(matching[0]).startswith(f"{file}: {path}: ")
+
+
+def test_base_is_valid(tmp_path: Path) -> None:
+    file = tmp_path / "campaign.yaml"
+    file.write_text(yaml.safe_dump(base()))
+    assert len(load_campaign(file).jobs) == 2
+
+
+def test_all_errors_of_a_file_are_reported_together(tmp_path: Path) -> None:
+    data = base()
+    data["id"] = "Bad Id"
+    data["schedule"] = "every monday"
+    data["jobs"][0].update(frames=100, steps=0, subjects=[{"word": "man", "image": "x.txt"}])
+    data["jobs"][1].update(id="intro", size="100x100", colour="red")
+    file = tmp_path / "many.json"
+    file.write_text(json.dumps(data))
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    paths = {i.path for i in caught.value.issues}
+    assert paths >= {"id", "schedule", "jobs[0].frames", "jobs[0].steps", "jobs[0].subjects[0].word",
+                     "jobs[0].subjects[0].image", "jobs[1].id", "jobs[1].size", "jobs[1].colour"}
+    text = str(caught.value)
+    assert text.splitlines()[0] == f"{len(caught.value.issues)} problem(s) in {file}"
+
+
+def test_a_wrong_default_is_reported_once(tmp_path: Path) -> None:
+    data = base()
+    data["defaults"] = {"frames": 100, "steps": 40}
+    file = tmp_path / "c.yaml"
+    file.write_text(yaml.safe_dump(data))
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    assert [i.path for i in caught.value.issues] == ["defaults.frames"]
+
+
+def test_duplicate_yaml_key(tmp_path: Path) -> None:
+    file = tmp_path / "dup.yaml"
+    file.write_text("id: spring\nid: summer\njobs: []\n")
+    with pytest.raises(CampaignError, match=r"dup\.yaml: line 2: invalid YAML: duplicate key 'id'"):
+        load_campaign(file)
+
+
+def test_duplicate_json_key(tmp_path: Path) -> None:
+    file = tmp_path / "dup.json"
+    file.write_text('{"id": "a", "id": "b", "jobs": []}')
+    with pytest.raises(CampaignError, match=r"dup\.json: duplicate key 'id'"):
+        load_campaign(file)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    file = tmp_path / "broken.yaml"
+    file.write_text("id: spring\njobs:\n  - id: a\n    prompt: [unclosed\n")
+    with pytest.raises(CampaignError, match=r"broken\.yaml: line \d+: invalid YAML"):
+        load_campaign(file)
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    file = tmp_path / "list.yaml"
+    file.write_text("- id: a\n")
+    with pytest.raises(CampaignError, match=r"list\.yaml: the file must hold a mapping with id: and jobs:"):
+        load_campaign(file)
+
+
+def test_issue_format() -> None:
+    issue = CampaignIssue("c.yaml", "jobs[2].frames", "got 100; frames must be 4k+1")
+    assert str(issue) == "c.yaml: jobs[2].frames: got 100; frames must be 4k+1"
+
+
+def test_cases_are_distinct() -> None:
+    assert len(CASES) >= 14
+    assert len({c[0] for c in CASES}) == len(CASES)
+    assert copy.deepcopy(base()) == base()  # mutations never leak between cases
