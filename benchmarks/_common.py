@@ -1,0 +1,216 @@
+"""Shared helpers for the benchmark scripts: device choice, timing, peak memory, result tables.
+
+Every benchmark runs from the repository root as a module (``python -m benchmarks.<name>``) and writes its
+results into one section of ``docs/BENCHMARKS.md`` with :func:`write_benchmarks_section`, which replaces only
+that section, so several benchmarks can share the file.
+
+Memory:
+* host: :func:`peak_rss_bytes` reads ``VmHWM`` (the peak resident set) from ``/proc/self/status``. It only
+  grows, so measure each method in a fresh process (:func:`run_in_subprocess`) or call
+  :func:`reset_peak_rss` first.
+* CUDA: :func:`cuda_peak_bytes` after :func:`reset_cuda_peak`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = REPO_ROOT / "docs" / "BENCHMARKS.md"
+
+__all__ = [
+    "BENCHMARKS_MD",
+    "REPO_ROOT",
+    "Timing",
+    "cuda_peak_bytes",
+    "current_rss_bytes",
+    "format_bytes",
+    "machine_description",
+    "markdown_table",
+    "peak_rss_bytes",
+    "pick_device",
+    "reset_cuda_peak",
+    "reset_peak_rss",
+    "run_in_subprocess",
+    "synchronize",
+    "time_fn",
+    "write_benchmarks_section",
+]
+
+
+def pick_device(name: str) -> torch.device:
+    """Parse ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; fail early with the fix if CUDA is asked for and absent."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so a wall-clock timer measures the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock seconds of ``repeats`` timed calls after ``warmup`` untimed ones."""
+
+    seconds: tuple[float, ...]
+    warmup: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.seconds)
+
+
+def time_fn(fn: Callable[[], object], *, device: torch.device, warmup: int = 1, repeats: int = 3) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed, synchronising around each call."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return Timing(seconds=tuple(seconds), warmup=warmup)
+
+
+def _proc_status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} line (Linux only)")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (``VmHWM``), in bytes."""
+    return _proc_status_kib("VmHWM") * 1024
+
+
+def current_rss_bytes() -> int:
+    """Current resident set size of this process (``VmRSS``), in bytes."""
+    return _proc_status_kib("VmRSS") * 1024
+
+
+def reset_peak_rss() -> None:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0: write 5 to ``/proc/self/clear_refs``)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def reset_cuda_peak(device: torch.device) -> None:
+    """Start a new CUDA peak-memory window (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def cuda_peak_bytes(device: torch.device) -> int:
+    """Peak bytes allocated by torch on ``device`` since the last reset (0 on CPU)."""
+    if device.type != "cuda":
+        return 0
+    return int(torch.cuda.max_memory_allocated(device))
+
+
+def run_in_subprocess(module: str, args: Sequence[str], *, timeout_s: float = 1800.0) -> dict:
+    """Run ``python -m <module> <args>`` from the repository root; its last stdout line must be JSON.
+
+    A fresh process per measurement keeps peak-RSS numbers independent of what ran before.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"python -m {module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if not lines:
+        raise RuntimeError(f"python -m {module} printed nothing; expected a JSON line")
+    return json.loads(lines[-1])
+
+
+def format_bytes(n: float) -> str:
+    """Human-readable bytes, binary units (``1.23 GiB``)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def machine_description(device: torch.device) -> str:
+    """One line naming the machine: CPU count, GPU name if used, torch version."""
+    cpus = os.cpu_count() or 0
+    if device.type == "cuda":
+        gpu = torch.cuda.get_device_name(device)
+        return f"{cpus} vCPU, {gpu}, torch {torch.__version__}"
+    return f"{cpus} vCPU CPU, no GPU, torch {torch.__version__}, {platform.machine()}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table; cells are str()-ed."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_benchmarks_section(title: str, body: str, *, path: Path = BENCHMARKS_MD) -> None:
+    """Replace (or append) the ``## <title>`` section of ``docs/BENCHMARKS.md`` with ``body``.
+
+    Only that section changes; the file is re-read under a lock right before writing, because other
+    benchmarks write their own sections of the same file.
+    """
+    from filelock import FileLock
+
+    if title.startswith("#"):
+        raise ValueError(f"pass the section title without '#', got {title!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    heading = f"## {title}"
+    # the lock lives outside the tree so that it never shows up as a stray file in docs/
+    lock = (
+        Path(tempfile.gettempdir())
+        / f"adrender-{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}.lock"
+    )
+    with FileLock(str(lock)):
+        text = path.read_text() if path.exists() else "# Benchmarks\n"
+        lines = text.splitlines()
+        start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
+        new = [heading, "", *body.strip("\n").splitlines(), ""]
+        if start is None:
+            while lines and not lines[-1].strip():
+                lines.pop()
+            lines += ["", *new]
+        else:
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+            lines[start:end] = new
+        path.write_text("\n".join(lines).rstrip("\n") + "\n")

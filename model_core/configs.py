@@ -1,0 +1,140 @@
+"""Model presets: frozen, typed configs, one registry.
+
+`PRESETS[name]` gives the `DiTConfig` of a released checkpoint (`hunyuanvideo-t2v-720p`, `hunyuancustom-720p`,
+`hunyuancustom-audio-720p`, `hunyuancustom-editing-720p`) or of its `tiny-` twin: the same code paths at a few MB,
+for tests and the local demo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["PRESETS", "AudioConditionConfig", "DiTConfig", "dit_preset"]
+
+
+@dataclass(frozen=True)
+class AudioConditionConfig:
+    """The HunyuanCustom audio branch: AudioProjNet2 (Whisper features -> tokens) and per-frame cross-attention."""
+
+    window: int = 10  # Whisper frames per video frame (feats[2f : 2f+10])
+    whisper_layers: int = 5  # whisper-tiny hidden states: embeddings + 4 encoder layers
+    whisper_dim: int = 384  # whisper-tiny width
+    proj_hidden: int = 1024  # AudioProjNet2 intermediate_dim
+    tokens_per_frame: int = 4  # AudioProjNet2 context_tokens: audio tokens per video frame
+    cross_dim: int = 1024  # PerceiverAttentionCA: a single head of this width
+    insert_after: tuple[int, ...] = (1, 3, 5, 7, 9, 11)  # double blocks followed by audio_models[k]
+    frames_per_latent: int = 4  # VAE time compression: video frames per latent frame
+    norm_eps: float = 1e-5  # the audio LayerNorms keep torch's default eps (1e-6 elsewhere)
+
+    @property
+    def in_features(self) -> int:
+        """Width of one flattened video frame of Whisper features (window * layers * dim)."""
+        return self.window * self.whisper_layers * self.whisper_dim
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """The HunyuanVideo MM-DiT (HYVideo-T/2) and its HunyuanCustom extras."""
+
+    hidden_size: int
+    num_heads: int
+    depth_double: int  # mm_double_blocks_depth
+    depth_single: int  # mm_single_blocks_depth
+    in_channels: int = 16  # latent channels of the 3D VAE
+    out_channels: int = 16
+    mlp_ratio: float = 4.0
+    patch_size: tuple[int, int, int] = (1, 2, 2)  # (t, h, w)
+    # (t, h, w) split of the head dim: a short time axis needs fewer frequencies than the two spatial axes.
+    rope_axes_dim: tuple[int, int, int] = (16, 56, 56)
+    rope_theta: float = 256.0  # not 10000: the released checkpoints were trained with 256
+    text_states_dim: int = 4096  # LLaVA-Llama-3-8B hidden size
+    text_pooled_dim: int = 768  # CLIP-L pooled output
+    refiner_depth: int = 2  # blocks of the text token refiner
+    guidance_embed: bool = False  # guidance_in: the guidance-distilled T2V checkpoint only
+    identity_image: bool = False  # HunyuanCustom: identity-image tokens first in the sequence
+    audio: AudioConditionConfig | None = None  # HunyuanCustom audio: audio_proj + audio_models
+    video_condition: bool = False  # HunyuanCustom editing: bg_in + bg_proj on 2x latent channels
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads != 0:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
+            )
+        if sum(self.rope_axes_dim) != self.head_dim:
+            raise ValueError(
+                f"rope_axes_dim {self.rope_axes_dim} must sum to the head dim {self.head_dim} "
+                f"(hidden_size {self.hidden_size} / num_heads {self.num_heads})"
+            )
+        if any(d % 2 for d in self.rope_axes_dim):
+            raise ValueError(
+                f"every rope_axes_dim entry must be even (rotated pairs), got {self.rope_axes_dim}"
+            )
+        if self.audio is not None:
+            bad = [i for i in self.audio.insert_after if not 0 <= i < self.depth_double]
+            if bad:
+                raise ValueError(
+                    f"audio.insert_after {self.audio.insert_after} names double blocks {bad} outside "
+                    f"0..{self.depth_double - 1}"
+                )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.hidden_size * self.mlp_ratio)
+
+
+_PRODUCTION = {"hidden_size": 3072, "num_heads": 24, "depth_double": 20, "depth_single": 40}
+# Tiny: 4 heads of 16 so Ulysses degrees 2 and 4 divide the heads; RoPE split 4/6/6 sums to 16.
+_TINY = {
+    "hidden_size": 64,
+    "num_heads": 4,
+    "depth_double": 2,
+    "depth_single": 2,
+    "rope_axes_dim": (4, 6, 6),
+    "text_states_dim": 32,
+    "text_pooled_dim": 16,
+}
+_TINY_AUDIO = AudioConditionConfig(
+    window=2,
+    whisper_layers=3,
+    whisper_dim=8,
+    proj_hidden=32,
+    tokens_per_frame=4,
+    cross_dim=32,
+    insert_after=(0, 1),
+)
+
+PRESETS: dict[str, DiTConfig] = {
+    "hunyuanvideo-t2v-720p": DiTConfig(
+        **_PRODUCTION, guidance_embed=True, description="HunyuanVideo T2V (HYVideo-T/2-cfgdistill)"
+    ),
+    "hunyuancustom-720p": DiTConfig(
+        **_PRODUCTION, identity_image=True, description="HunyuanCustom single subject"
+    ),
+    "hunyuancustom-audio-720p": DiTConfig(
+        **_PRODUCTION, identity_image=True, audio=AudioConditionConfig(), description="HunyuanCustom audio"
+    ),
+    "hunyuancustom-editing-720p": DiTConfig(
+        **_PRODUCTION, identity_image=True, video_condition=True, description="HunyuanCustom video editing"
+    ),
+    "tiny-hunyuanvideo-t2v-720p": DiTConfig(**_TINY, guidance_embed=True, description="tiny T2V"),
+    "tiny-hunyuancustom-720p": DiTConfig(**_TINY, identity_image=True, description="tiny HunyuanCustom"),
+    "tiny-hunyuancustom-audio-720p": DiTConfig(
+        **_TINY, identity_image=True, audio=_TINY_AUDIO, description="tiny HunyuanCustom audio"
+    ),
+    "tiny-hunyuancustom-editing-720p": DiTConfig(
+        **_TINY, identity_image=True, video_condition=True, description="tiny HunyuanCustom editing"
+    ),
+}
+
+
+def dit_preset(name: str) -> DiTConfig:
+    """`PRESETS[name]`, with an error that lists the known names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown DiT preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None

@@ -1,0 +1,144 @@
+"""The MM-DiT blocks: double-stream (separate image/text weights, joint attention), single-stream, final layer.
+
+Blocks take the joint attention as an argument, so whoever owns the model (sequence parallelism included) decides
+how attention runs without touching the blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from model_core.dit.attention import JointAttention
+from model_core.dit.layers import MLP, Modulation, RMSNorm, layer_norm, modulate
+from model_core.dit.rope import apply_rope
+
+__all__ = ["DoubleStreamBlock", "FinalLayer", "SingleStreamBlock"]
+
+
+class DoubleStreamBlock(nn.Module):
+    """Image and text streams with their own modulation, qkv, q/k RMS norms, projection and MLP.
+
+    RoPE rotates image q/k only; the attention runs over the joint sequence (image first).
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_hidden: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = hidden_size // num_heads
+        self.img_mod = Modulation(hidden_size, factor=6)
+        self.img_attn_qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.img_attn_q_norm = RMSNorm(head_dim)
+        self.img_attn_k_norm = RMSNorm(head_dim)
+        self.img_attn_proj = nn.Linear(hidden_size, hidden_size)
+        self.img_mlp = MLP(hidden_size, mlp_hidden, nn.GELU(approximate="tanh"))
+        self.txt_mod = Modulation(hidden_size, factor=6)
+        self.txt_attn_qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.txt_attn_q_norm = RMSNorm(head_dim)
+        self.txt_attn_k_norm = RMSNorm(head_dim)
+        self.txt_attn_proj = nn.Linear(hidden_size, hidden_size)
+        self.txt_mlp = MLP(hidden_size, mlp_hidden, nn.GELU(approximate="tanh"))
+
+    def _qkv(
+        self, x: Tensor, linear: nn.Module, q_norm: RMSNorm, k_norm: RMSNorm
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = rearrange(linear(x), "B L (K H D) -> K B L H D", K=3, H=self.num_heads)
+        return q_norm(q).to(v.dtype), k_norm(k).to(v.dtype), v
+
+    def forward(
+        self,
+        img: Tensor,
+        txt: Tensor,
+        vec: Tensor,
+        rope_cos: Tensor,
+        rope_sin: Tensor,
+        attention: JointAttention,
+        txt_valid_len: Sequence[int],
+        img_valid_len: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        img_mod1, img_mod2 = self.img_mod(vec)
+        txt_mod1, txt_mod2 = self.txt_mod(vec)
+
+        # attention
+        img_x = modulate(layer_norm(img), img_mod1.shift, img_mod1.scale)
+        img_q, img_k, img_v = self._qkv(img_x, self.img_attn_qkv, self.img_attn_q_norm, self.img_attn_k_norm)
+        img_q, img_k = apply_rope(img_q, rope_cos, rope_sin), apply_rope(img_k, rope_cos, rope_sin)
+        txt_x = modulate(layer_norm(txt), txt_mod1.shift, txt_mod1.scale)
+        txt_q, txt_k, txt_v = self._qkv(txt_x, self.txt_attn_qkv, self.txt_attn_q_norm, self.txt_attn_k_norm)
+        img_attn, txt_attn = attention(
+            img_q, img_k, img_v, txt_q, txt_k, txt_v, txt_valid_len, img_valid_len=img_valid_len
+        )
+
+        # residuals
+        img = img + img_mod1.gate * self.img_attn_proj(img_attn.flatten(2))
+        img = img + img_mod2.gate * self.img_mlp(modulate(layer_norm(img), img_mod2.shift, img_mod2.scale))
+        txt = txt + txt_mod1.gate * self.txt_attn_proj(txt_attn.flatten(2))
+        txt = txt + txt_mod2.gate * self.txt_mlp(modulate(layer_norm(txt), txt_mod2.shift, txt_mod2.scale))
+        return img, txt
+
+
+class SingleStreamBlock(nn.Module):
+    """One shared stream over the joint sequence: `linear1` gives q|k|v|mlp_in, `linear2` maps attn|gelu(mlp) back."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_hidden: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.mlp_hidden = mlp_hidden
+        head_dim = hidden_size // num_heads
+        self.linear1 = nn.Linear(hidden_size, 3 * hidden_size + mlp_hidden)
+        self.linear2 = nn.Linear(hidden_size + mlp_hidden, hidden_size)
+        self.q_norm = RMSNorm(head_dim)
+        self.k_norm = RMSNorm(head_dim)
+        self.mlp_act = nn.GELU(approximate="tanh")
+        self.modulation = Modulation(hidden_size, factor=3)
+
+    def forward(
+        self,
+        x: Tensor,
+        vec: Tensor,
+        num_img: int,
+        rope_cos: Tensor,
+        rope_sin: Tensor,
+        attention: JointAttention,
+        txt_valid_len: Sequence[int],
+        img_valid_len: int | None = None,
+    ) -> Tensor:
+        """`x [B, num_img + L_txt, C]`: image tokens first, then text."""
+        (mod,) = self.modulation(vec)
+        x_mod = modulate(layer_norm(x), mod.shift, mod.scale)
+        qkv, mlp = torch.split(self.linear1(x_mod), [3 * self.hidden_size, self.mlp_hidden], dim=-1)
+        q, k, v = rearrange(qkv, "B L (K H D) -> K B L H D", K=3, H=self.num_heads)
+        q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
+
+        # split the joint sequence: RoPE on the image part only
+        img_q = apply_rope(q[:, :num_img], rope_cos, rope_sin)
+        img_k = apply_rope(k[:, :num_img], rope_cos, rope_sin)
+        img_attn, txt_attn = attention(
+            img_q,
+            img_k,
+            v[:, :num_img],
+            q[:, num_img:],
+            k[:, num_img:],
+            v[:, num_img:],
+            txt_valid_len,
+            img_valid_len=img_valid_len,
+        )
+        attn = torch.cat([img_attn, txt_attn], dim=1).flatten(2)
+        return x + mod.gate * self.linear2(torch.cat([attn, self.mlp_act(mlp)], dim=-1))
+
+
+class FinalLayer(nn.Module):
+    """`linear(modulate(LN(x), shift, scale))`; `adaLN_modulation.1` chunks as (shift, scale), in that order."""
+
+    def __init__(self, hidden_size: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, out_features)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: Tensor, vec: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(vec)[:, None, :].chunk(2, dim=-1)
+        return self.linear(modulate(layer_norm(x), shift, scale))

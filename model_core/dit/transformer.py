@@ -1,0 +1,421 @@
+"""`HunyuanDiT`: the HunyuanVideo / HunyuanCustom MM-DiT, assembled from its blocks.
+
+The forward is four steps that sampling can call one by one:
+
+1. `embed(...) -> DiTState`: vec, image tokens (identity tokens first), refined text tokens, RoPE per image token.
+2. `run_double_blocks(state)`: the double-stream blocks, with the audio cross-attention after the listed ones.
+3. `run_single_blocks(state, start, stop)`: any sub-range of the single-stream blocks (DeepCache reruns only the
+   last one from a cached input).
+4. `final(state)`: drop the identity tokens, final layer, unpatchify.
+
+All attention goes through `self.joint_attention` (see `model_core.dit.attention`); replace it to change the
+kernel or to wrap it for sequence parallelism.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from model_core.configs import DiTConfig
+from model_core.dit.attention import (
+    AttentionBackend,
+    JointAttention,
+    SdpaJointAttention,
+    make_joint_attention,
+)
+from model_core.dit.audio import (
+    AudioCrossAttention,
+    AudioProjNet,
+    align_audio_to_latent_frames,
+    expected_audio_frames,
+)
+from model_core.dit.blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlock
+from model_core.dit.layers import MLPEmbedder, PatchEmbed, TimestepEmbedder
+from model_core.dit.refiner import SingleTokenRefiner
+from model_core.dit.rope import rope_cos_sin, token_positions
+
+__all__ = ["DiTState", "HunyuanDiT", "TokenGrid"]
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """The image-token layout: `num_refs` identity images of `height x width` tokens, then the video grid."""
+
+    frames: int
+    height: int
+    width: int
+    num_refs: int = 0
+
+    @property
+    def ref_tokens(self) -> int:
+        return self.num_refs * self.height * self.width
+
+    @property
+    def video_tokens(self) -> int:
+        return self.frames * self.height * self.width
+
+    @property
+    def image_tokens(self) -> int:
+        return self.ref_tokens + self.video_tokens
+
+
+@dataclass(frozen=True)
+class DiTState:
+    """Everything the blocks need between steps. Replace fields with `dataclasses.replace`.
+
+    img: `[B, N_img, C]` image tokens, identity tokens first. txt: `[B, L, C]` text tokens. vec: `[B, C]`.
+    positions: `[N_img, 3]` int64 (t, h, w) per image token; rope_cos / rope_sin: `[N_img, head_dim]` float32.
+    txt_valid_len: valid leading text tokens per sample. audio: `[B, T, A, C]` per-latent-frame audio tokens.
+    img_valid_len: valid leading image tokens when the image part was padded (sequence parallelism), else None.
+    """
+
+    img: Tensor
+    txt: Tensor
+    vec: Tensor
+    positions: Tensor
+    rope_cos: Tensor
+    rope_sin: Tensor
+    txt_valid_len: tuple[int, ...]
+    grid: TokenGrid
+    audio: Tensor | None = None
+    audio_strength: float = 1.0
+    img_valid_len: int | None = None
+
+
+def _shape_error(name: str, expected: str, got: Tensor | None, fix: str = "") -> ValueError:
+    shape = None if got is None else tuple(got.shape)
+    return ValueError(f"{name} must be {expected}, got {shape}" + (f"; {fix}" if fix else ""))
+
+
+class HunyuanDiT(nn.Module):
+    """The MM-DiT of HunyuanVideo (T2V) and HunyuanCustom (identity image, audio, editing).
+
+    Parameter names match the released checkpoints, so `load_state_dict(strict=True)` takes their state dicts.
+
+    Args:
+        config: a `DiTConfig` (e.g. `PRESETS["hunyuancustom-720p"]`).
+        attention: the joint attention; default torch SDPA. See `set_attention_backend`.
+    """
+
+    def __init__(self, config: DiTConfig, *, attention: JointAttention | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.joint_attention: JointAttention = attention if attention is not None else SdpaJointAttention()
+        hidden, heads, mlp_hidden = config.hidden_size, config.num_heads, config.mlp_hidden
+        self.img_in = PatchEmbed(config.patch_size, config.in_channels, hidden)
+        self.txt_in = SingleTokenRefiner(
+            config.text_states_dim, hidden, heads, mlp_hidden, config.refiner_depth
+        )
+        self.time_in = TimestepEmbedder(hidden)
+        self.vector_in = MLPEmbedder(config.text_pooled_dim, hidden)
+        self.guidance_in = TimestepEmbedder(hidden) if config.guidance_embed else None
+        if config.video_condition:
+            self.bg_in = PatchEmbed(config.patch_size, 2 * config.in_channels, hidden)
+            self.bg_proj = nn.Linear(hidden, hidden)
+        if config.audio is not None:
+            a = config.audio
+            self.audio_proj = AudioProjNet(
+                a.in_features, a.proj_hidden, a.tokens_per_frame, hidden, a.norm_eps
+            )
+            self.audio_models = nn.ModuleList(
+                AudioCrossAttention(hidden, a.cross_dim, a.norm_eps) for _ in a.insert_after
+            )
+        self.double_blocks = nn.ModuleList(
+            DoubleStreamBlock(hidden, heads, mlp_hidden) for _ in range(config.depth_double)
+        )
+        self.single_blocks = nn.ModuleList(
+            SingleStreamBlock(hidden, heads, mlp_hidden) for _ in range(config.depth_single)
+        )
+        out_features = (
+            config.patch_size[0] * config.patch_size[1] * config.patch_size[2] * config.out_channels
+        )
+        self.final_layer = FinalLayer(hidden, out_features)
+
+    def set_attention_backend(self, backend: AttentionBackend | str, device: torch.device | str) -> None:
+        """Use `backend` for every block; raises `AttentionBackendUnavailable` (naming the fix) if it cannot run."""
+        self.joint_attention = make_joint_attention(backend, device)
+
+    # 1. embed ----------------------------------------------------------------------------------------------
+    def embed_vec(self, t: Tensor, text_pooled: Tensor, guidance: Tensor | None = None) -> Tensor:
+        """vec `[B, C]` = time_in(t) + vector_in(pooled) (+ guidance_in(guidance)); guidance already times 1000."""
+        vec = self.time_in(t) + self.vector_in(text_pooled.to(self._dtype))
+        if self.guidance_in is not None:
+            if guidance is None:
+                raise ValueError(
+                    "this preset has guidance_in: pass guidance [B] (the embedded scale times 1000)"
+                )
+            vec = vec + self.guidance_in(guidance)
+        elif guidance is not None:
+            raise ValueError("this preset has no guidance_in (no embedded guidance): pass guidance=None")
+        return vec
+
+    def embed(
+        self,
+        x: Tensor,
+        t: Tensor,
+        text_states: Tensor,
+        text_mask: Tensor,
+        text_pooled: Tensor,
+        *,
+        guidance: Tensor | None = None,
+        ref_latents: Tensor | None = None,
+        audio_states: Tensor | None = None,
+        audio_strength: float = 1.0,
+        video_cond: Tensor | None = None,
+    ) -> DiTState:
+        """Step 1 of `forward`: check the inputs and build the `DiTState` (arguments as in `forward`)."""
+        grid = self._check_inputs(
+            x, t, text_states, text_mask, text_pooled, guidance, ref_latents, audio_states, video_cond
+        )
+        dtype = self._dtype
+        vec = self.embed_vec(t, text_pooled, guidance)
+
+        # image tokens; the video condition goes to video tokens only, never to identity tokens
+        img = self.img_in(x.to(dtype))
+        if video_cond is not None:
+            img = img + self.bg_proj(self.bg_in(video_cond.to(dtype)))
+        if ref_latents is not None:
+            img = torch.cat([self.img_in(ref_latents.to(dtype)), img], dim=1)
+
+        txt = self.txt_in(text_states.to(dtype), t, text_mask)
+        txt_valid_len = tuple(int(n) for n in text_mask.sum(dim=1).tolist())
+
+        positions = token_positions(
+            grid.frames, grid.height, grid.width, num_refs=grid.num_refs, device=x.device
+        )
+        rope_cos, rope_sin = rope_cos_sin(positions, self.config.rope_axes_dim, self.config.rope_theta)
+
+        audio = None
+        if audio_states is not None:
+            assert self.config.audio is not None
+            tokens = self.audio_proj(audio_states.to(dtype))  # [B, F, m, C]
+            audio = align_audio_to_latent_frames(tokens, grid.frames, self.config.audio.frames_per_latent)
+        return DiTState(
+            img, txt, vec, positions, rope_cos, rope_sin, txt_valid_len, grid, audio, audio_strength
+        )
+
+    # 2. double blocks --------------------------------------------------------------------------------------
+    def run_double_blocks(self, state: DiTState, start: int = 0, stop: int | None = None) -> DiTState:
+        """Double blocks `start..stop-1`, each followed by its audio cross-attention where the config lists one."""
+        img, txt = state.img, state.txt
+        insert_after = self.config.audio.insert_after if self.config.audio is not None else ()
+        for index in range(start, len(self.double_blocks) if stop is None else stop):
+            img, txt = self.double_blocks[index](
+                img,
+                txt,
+                state.vec,
+                state.rope_cos,
+                state.rope_sin,
+                self.joint_attention,
+                state.txt_valid_len,
+                state.img_valid_len,
+            )
+            if state.audio is not None and index in insert_after:
+                img = self._add_audio(img, state, insert_after.index(index))
+        return dataclasses.replace(state, img=img, txt=txt)
+
+    def _add_audio(self, img: Tensor, state: DiTState, k: int) -> Tensor:
+        grid, audio = state.grid, state.audio
+        assert audio is not None
+        batch, frames = img.shape[0], grid.frames
+        video = img[:, grid.ref_tokens : grid.image_tokens].reshape(
+            batch * frames, grid.height * grid.width, -1
+        )
+        delta = self.audio_models[k](audio.flatten(0, 1), video).reshape(batch, grid.video_tokens, -1)
+        parts = [
+            img[:, : grid.ref_tokens],
+            img[:, grid.ref_tokens : grid.image_tokens] + delta * state.audio_strength,
+        ]
+        return torch.cat(parts + [img[:, grid.image_tokens :]], dim=1)
+
+    # 3. single blocks --------------------------------------------------------------------------------------
+    def run_single_blocks(self, state: DiTState, start: int = 0, stop: int | None = None) -> DiTState:
+        """Single blocks `start..stop-1` over the joint sequence; the returned state holds their output."""
+        num_img = state.img.shape[1]
+        x = torch.cat([state.img, state.txt], dim=1)
+        for index in range(start, len(self.single_blocks) if stop is None else stop):
+            x = self.single_blocks[index](
+                x,
+                state.vec,
+                num_img,
+                state.rope_cos,
+                state.rope_sin,
+                self.joint_attention,
+                state.txt_valid_len,
+                state.img_valid_len,
+            )
+        return dataclasses.replace(state, img=x[:, :num_img], txt=x[:, num_img:])
+
+    # 4. final layer ----------------------------------------------------------------------------------------
+    def final(self, state: DiTState) -> Tensor:
+        """Drop identity tokens, apply the final layer and unpatchify to `[B, out_channels, T, H, W]`."""
+        grid = state.grid
+        if state.img.shape[1] < grid.image_tokens:
+            raise ValueError(
+                f"the state holds {state.img.shape[1]} image tokens; its grid {grid} needs {grid.image_tokens}"
+            )
+        img = state.img[:, grid.ref_tokens : grid.image_tokens]
+        out = self.final_layer(img, state.vec)
+        pt, ph, pw = self.config.patch_size
+        # the channel is the outer index of each token's features: c*pt*ph*pw + ...
+        return rearrange(
+            out,
+            "B (T H W) (C pt ph pw) -> B C (T pt) (H ph) (W pw)",
+            T=grid.frames,
+            H=grid.height,
+            W=grid.width,
+            pt=pt,
+            ph=ph,
+            pw=pw,
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        text_states: Tensor,
+        text_mask: Tensor,
+        text_pooled: Tensor,
+        *,
+        guidance: Tensor | None = None,
+        ref_latents: Tensor | None = None,
+        audio_states: Tensor | None = None,
+        audio_strength: float = 1.0,
+        video_cond: Tensor | None = None,
+    ) -> Tensor:
+        """Predict the flow-matching velocity.
+
+        Args:
+            x: `[B, in_channels, T, H, W]` noisy latents; H and W divisible by the patch (2).
+            t: `[B]` float timesteps in [0, 1000].
+            text_states: `[B, L, text_states_dim]` LLaVA hidden states; text_mask: `[B, L]` (1 = real token,
+                real tokens first; the attention uses only the count, the refiner the positions).
+            text_pooled: `[B, text_pooled_dim]` CLIP-L pooled output.
+            guidance: `[B]` embedded guidance already multiplied by 1000; required iff the preset has guidance_in.
+            ref_latents: `[B, in_channels, K, H, W]` latents of K identity images (HunyuanCustom); subject k sits
+                at RoPE t = -k, w shifted by the token width.
+            audio_states: `[B, F, window, layers, dim]` Whisper features per video frame, F = (T-1)*4+1
+                (audio presets); None skips the audio branch.
+            audio_strength: scale of the audio cross-attention output (0 disables it).
+            video_cond: `[B, 2*in_channels, T, H, W]` masked-video and mask latents (editing preset).
+
+        Returns:
+            `[B, out_channels, T, H, W]`: identity tokens are dropped.
+        """
+        state = self.embed(
+            x,
+            t,
+            text_states,
+            text_mask,
+            text_pooled,
+            guidance=guidance,
+            ref_latents=ref_latents,
+            audio_states=audio_states,
+            audio_strength=audio_strength,
+            video_cond=video_cond,
+        )
+        state = self.run_double_blocks(state)
+        state = self.run_single_blocks(state)
+        return self.final(state)
+
+    # input checks ------------------------------------------------------------------------------------------
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.img_in.proj.weight.dtype
+
+    def _check_inputs(
+        self,
+        x: Tensor,
+        t: Tensor,
+        text_states: Tensor,
+        text_mask: Tensor,
+        text_pooled: Tensor,
+        guidance: Tensor | None,
+        ref_latents: Tensor | None,
+        audio_states: Tensor | None,
+        video_cond: Tensor | None,
+    ) -> TokenGrid:
+        cfg = self.config
+        pt, ph, pw = cfg.patch_size
+        c = cfg.in_channels
+        if x.ndim != 5 or x.shape[1] != c:
+            raise _shape_error("x", f"[B, {c}, T, H, W] latents", x)
+        batch, _, frames, height, width = x.shape
+        if frames % pt or height % ph or width % pw or 0 in (frames, height, width):
+            raise _shape_error(
+                "x", f"[B, {c}, T, H, W] with T, H, W positive multiples of the patch {cfg.patch_size}", x
+            )
+        if t.shape != (batch,):
+            raise _shape_error("t", f"[B] = [{batch}] float timesteps", t)
+        if (
+            text_states.ndim != 3
+            or text_states.shape[0] != batch
+            or text_states.shape[2] != cfg.text_states_dim
+        ):
+            raise _shape_error("text_states", f"[B, L, {cfg.text_states_dim}] with B = {batch}", text_states)
+        length = text_states.shape[1]
+        if text_mask.shape != (batch, length):
+            raise _shape_error("text_mask", f"[B, L] = [{batch}, {length}] like text_states", text_mask)
+        if bool((text_mask.sum(dim=1) == 0).any()):
+            raise ValueError("text_mask has a sample with no real token; every sample needs at least one")
+        if text_pooled.shape != (batch, cfg.text_pooled_dim):
+            raise _shape_error(
+                "text_pooled", f"[B, {cfg.text_pooled_dim}] = [{batch}, {cfg.text_pooled_dim}]", text_pooled
+            )
+        if guidance is not None and guidance.shape != (batch,):
+            raise _shape_error("guidance", f"[B] = [{batch}] (scale times 1000)", guidance)
+        grid = TokenGrid(frames // pt, height // ph, width // pw)
+
+        if ref_latents is not None:
+            if not cfg.identity_image:
+                raise ValueError(
+                    "this preset takes no identity image: pass ref_latents=None or a hunyuancustom preset"
+                )
+            if (
+                ref_latents.ndim != 5
+                or ref_latents.shape[:2] != (batch, c)
+                or ref_latents.shape[3:] != (height, width)
+            ):
+                raise _shape_error(
+                    "ref_latents", f"[B, {c}, K, H, W] = [{batch}, {c}, K, {height}, {width}]", ref_latents
+                )
+            num_refs = ref_latents.shape[2]
+            if num_refs % pt or num_refs == 0:
+                raise _shape_error(
+                    "ref_latents", f"K >= 1 identity images (multiple of patch t {pt})", ref_latents
+                )
+            grid = dataclasses.replace(grid, num_refs=num_refs // pt)
+
+        if video_cond is not None:
+            if not cfg.video_condition:
+                raise ValueError(
+                    "this preset takes no video condition: pass video_cond=None or the editing preset"
+                )
+            if video_cond.shape != (batch, 2 * c, frames, height, width):
+                raise _shape_error(
+                    "video_cond",
+                    f"[B, {2 * c}, T, H, W] = [{batch}, {2 * c}, {frames}, {height}, {width}] like x",
+                    video_cond,
+                )
+
+        if audio_states is not None:
+            a = cfg.audio
+            if a is None:
+                raise ValueError(
+                    "this preset has no audio branch: pass audio_states=None or the audio preset"
+                )
+            n_audio = expected_audio_frames(grid.frames, a.frames_per_latent)
+            expected = (batch, n_audio, a.window, a.whisper_layers, a.whisper_dim)
+            if audio_states.shape != expected:
+                raise _shape_error(
+                    "audio_states",
+                    f"[B, F, window, layers, dim] = {list(expected)}",
+                    audio_states,
+                    f"F = (T-1)*{a.frames_per_latent}+1 video frames for T = {grid.frames} latent frames",
+                )
+        return grid

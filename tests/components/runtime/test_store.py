@@ -1,0 +1,511 @@
+"""The object store, one suite over both backends: a local folder and S3 (moto's server on loopback)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from minio import Minio
+
+from components.runtime.settings import RuntimeSettings
+from components.runtime.store import (
+    IntegrityError,
+    InvalidKey,
+    LocalStore,
+    ObjectNotFound,
+    ObjectStore,
+    RetryPolicy,
+    S3Store,
+    StoreConfigError,
+    StoreUnavailable,
+    canonical_json,
+    content_key,
+    open_store,
+)
+
+MiB = 1024 * 1024
+
+
+def _raw_client(s3_server) -> Minio:
+    return Minio(
+        s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        secure=False,
+        region=s3_server.region,
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    s3_server = request.getfixturevalue("s3_server")
+    settings = RuntimeSettings(
+        store=f"s3://{s3_server.new_bucket_name()}/artifacts/v1",
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_secure=False,
+    )
+    s3 = open_store(settings=settings)
+    assert isinstance(s3, S3Store)
+    s3.ensure_bucket()
+    return s3
+
+
+def _no_debris(store: ObjectStore) -> None:
+    """Nothing but complete objects and their sidecars on disk; no multipart upload left open on S3."""
+    if isinstance(store, LocalStore):
+        leftovers = [p.name for p in store.root.rglob("*.tmp")] if store.root.exists() else []
+        assert leftovers == []
+    else:
+        assert isinstance(store, S3Store)
+        uploads = store.client._list_multipart_uploads(store.bucket).uploads
+        assert [u.object_name for u in uploads] == []
+
+
+def _big_file(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with path.open("wb") as f:
+        left = size
+        while left:
+            chunk = os.urandom(min(4 * MiB, left))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+# round trips ------------------------------------------------------------------------------------------
+
+
+def test_round_trip_bytes_file_and_stream(store: ObjectStore, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    info = store.put_bytes("c1/u1/plan/abc/manifest.json", data, metadata={"content-kind": "manifest"})
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert store.get_bytes("c1/u1/plan/abc/manifest.json") == data
+
+    st = store.stat("c1/u1/plan/abc/manifest.json")
+    assert (st.size, st.sha256, dict(st.metadata)) == (len(data), info.sha256, {"content-kind": "manifest"})
+
+    # a stream of chunks and a streaming read in uneven pieces
+    chunks = [os.urandom(n) for n in (1, 70_000, 0, 5)]
+    store.put_stream("c1/u1/x.bin", iter(chunks))
+    with store.open("c1/u1/x.bin") as f:
+        pieces = []
+        while piece := f.read(4097):
+            pieces.append(piece)
+    assert b"".join(pieces) == b"".join(chunks)
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(data[:1000])
+    store.put_file("c1/u1/file.bin", src)
+    dest = tmp_path / "out" / "copy.bin"
+    got = store.get_file("c1/u1/file.bin", dest)
+    assert dest.read_bytes() == data[:1000]
+    assert got.sha256 == hashlib.sha256(data[:1000]).hexdigest()
+
+    # overwrite replaces content and digest
+    store.put_bytes("c1/u1/file.bin", b"second")
+    assert store.get_bytes("c1/u1/file.bin") == b"second"
+    assert store.stat("c1/u1/file.bin").sha256 == hashlib.sha256(b"second").hexdigest()
+
+    empty = store.put_bytes("c1/empty", b"")
+    assert store.get_bytes("c1/empty") == b"" and empty.size == 0
+
+
+def test_large_object_goes_multipart(store: ObjectStore, tmp_path: Path) -> None:
+    size = 60 * 1000 * 1000
+    src = tmp_path / "big.bin"
+    digest = _big_file(src, size)
+    sent: list[int] = []
+    info = store.put_file("c1/u1/dit_sample/h/latents.bin", src, progress=sent.append)
+    assert sum(sent) == size
+    assert info.sha256 == digest
+    if isinstance(store, S3Store):
+        parts = math.ceil(size / (16 * MiB))
+        assert len(sent) == parts
+        assert info.etag is not None and info.etag.endswith(f"-{parts}")
+        assert store.stat("c1/u1/dit_sample/h/latents.bin").etag == info.etag
+    dest = tmp_path / "back.bin"
+    store.get_file("c1/u1/dit_sample/h/latents.bin", dest)
+    assert dest.stat().st_size == size
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == digest
+    _no_debris(store)
+
+
+def test_list_by_prefix_exists_and_delete(store: ObjectStore) -> None:
+    keys = ["camp/u1/plan/h1/a.json", "camp/u1/plan/h1/b.json", "camp/u2/plan/h2/a.json", "campaign2/x"]
+    for key in keys:
+        store.put_bytes(key, key.encode())
+    assert store.list() == sorted(keys)
+    assert store.list("camp/") == keys[:3]
+    assert store.list("camp/u1/") == keys[:2]
+    assert store.list("camp") == sorted(keys)
+    assert store.list("camp/u3/") == []
+    assert store.exists("camp/u2/plan/h2/a.json")
+    assert not store.exists("camp/u2/plan/h2/b.json")
+    assert not store.exists("camp/u2")  # a folder is not an object
+
+    store.delete("camp/u2/plan/h2/a.json")
+    store.delete("camp/u2/plan/h2/a.json")  # idempotent
+    assert not store.exists("camp/u2/plan/h2/a.json")
+    assert store.list("camp/") == keys[:2]
+    with pytest.raises(ObjectNotFound, match="camp/u2/plan/h2/a.json"):
+        store.get_bytes("camp/u2/plan/h2/a.json")
+    with pytest.raises(ObjectNotFound):
+        store.stat("never/written")
+
+
+# atomicity --------------------------------------------------------------------------------------------
+
+
+class SourceFailed(RuntimeError):
+    pass
+
+
+def test_interrupted_stream_leaves_nothing(store: ObjectStore) -> None:
+    def source() -> Iterator[bytes]:
+        yield os.urandom(6 * MiB)
+        yield os.urandom(6 * MiB)
+        raise SourceFailed("decoder crashed")
+
+    with pytest.raises(SourceFailed):
+        store.put_stream("c1/u1/decode/h/video.mp4", source())
+    assert not store.exists("c1/u1/decode/h/video.mp4")
+    assert store.list() == []
+    _no_debris(store)
+
+    # an interrupted overwrite keeps the previous complete object
+    store.put_bytes("c1/u1/decode/h/video.mp4", b"complete")
+    with pytest.raises(SourceFailed):
+        store.put_stream("c1/u1/decode/h/video.mp4", source())
+    assert store.get_bytes("c1/u1/decode/h/video.mp4") == b"complete"
+    assert store.list() == ["c1/u1/decode/h/video.mp4"]
+    _no_debris(store)
+
+
+def test_upload_interrupted_after_first_part_leaves_nothing(store: ObjectStore, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    _big_file(src, 40 * MiB)
+    seen: list[int] = []
+
+    def progress(n: int) -> None:
+        seen.append(n)
+        raise SourceFailed("cancelled by the caller")
+
+    with pytest.raises(SourceFailed):
+        store.put_file("c1/u1/big.bin", src, progress=progress)
+    assert seen and sum(seen) < 40 * MiB  # it failed part-way
+    assert not store.exists("c1/u1/big.bin")
+    assert store.list() == []
+    _no_debris(store)
+
+
+# integrity --------------------------------------------------------------------------------------------
+
+
+def _tamper(store: ObjectStore, key: str, data: bytes, s3_raw: Minio | None) -> None:
+    """Replace the stored bytes behind the store's back, keeping the recorded digest."""
+    if isinstance(store, LocalStore):
+        (store.root / key).write_bytes(data)
+    else:
+        assert isinstance(store, S3Store) and s3_raw is not None
+        old = store.stat(key)
+        name = f"{store.prefix}/{key}"
+        s3_raw.put_object(
+            store.bucket,
+            name,
+            __import__("io").BytesIO(data),
+            len(data),
+            metadata={"x-amz-meta-sha256": old.sha256},
+        )
+
+
+def test_sha256_mismatch_is_detected(
+    store: ObjectStore, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    raw = _raw_client(request.getfixturevalue("s3_server")) if isinstance(store, S3Store) else None
+    good = b"the real latents" * 1000
+    info = store.put_bytes("c1/u1/vae/h/latents.bin", good)
+    bad = bytearray(good)
+    bad[777] ^= 0xFF
+    _tamper(store, "c1/u1/vae/h/latents.bin", bytes(bad), raw)
+    actual = hashlib.sha256(bytes(bad)).hexdigest()
+
+    with pytest.raises(IntegrityError) as excinfo:
+        store.get_bytes("c1/u1/vae/h/latents.bin")
+    message = str(excinfo.value)
+    assert "c1/u1/vae/h/latents.bin" in message and info.sha256 in message and actual in message
+    assert (excinfo.value.expected, excinfo.value.actual) == (info.sha256, actual)
+
+    with pytest.raises(IntegrityError), store.open("c1/u1/vae/h/latents.bin") as f:
+        f.read()
+    dest = tmp_path / "dest.bin"
+    with pytest.raises(IntegrityError):
+        store.get_file("c1/u1/vae/h/latents.bin", dest)
+    assert not dest.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_object_without_digest_is_refused(store: ObjectStore, request: pytest.FixtureRequest) -> None:
+    if isinstance(store, LocalStore):
+        path = store.root / "c1" / "foreign.bin"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"dropped in by hand")
+        (path.parent / ".foreign.bin.meta.json").write_text(json.dumps({"size": 18}))
+    else:
+        assert isinstance(store, S3Store)
+        raw = _raw_client(request.getfixturevalue("s3_server"))
+        raw.put_object(store.bucket, f"{store.prefix}/c1/foreign.bin", __import__("io").BytesIO(b"x"), 1)
+    with pytest.raises(IntegrityError, match="no recorded sha256"):
+        store.get_bytes("c1/foreign.bin")
+
+
+# urls and keys ----------------------------------------------------------------------------------------
+
+
+def test_presigned_url_fetches_the_bytes(store: ObjectStore) -> None:
+    data = os.urandom(50_000)
+    store.put_bytes("c1/deliver/ad.mp4", data)
+    url = store.presigned_url("c1/deliver/ad.mp4")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == data
+    assert store.uri("c1/deliver/ad.mp4").endswith("/c1/deliver/ad.mp4")
+    with pytest.raises(ObjectNotFound):
+        store.presigned_url("c1/deliver/missing.mp4")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "/abs/key",
+        "a//b",
+        "a/../b",
+        "..",
+        "a/./b",
+        "a/b/",
+        "a/.hidden",
+        "a b/c",
+        "a\\b",
+        "a/b\x00c",
+        "x" * 300,
+    ],
+)
+def test_unsafe_keys_are_rejected(store: ObjectStore, key: str) -> None:
+    with pytest.raises(InvalidKey):
+        store.put_bytes(key, b"x")
+    assert store.list() == []
+
+
+# content keys -----------------------------------------------------------------------------------------
+
+
+def test_content_key_layout_and_digest() -> None:
+    payload = {"steps": 30, "cfg": 7.5, "models": {"dit": "hunyuancustom-dit/3"}, "image": Path("s/face.png")}
+    key = content_key("renders/2026", "spring", "job1-v0", "vae_encode", payload, "latents.safetensors")
+    expected_json = '{"cfg":7.5,"image":"s/face.png","models":{"dit":"hunyuancustom-dit/3"},"steps":30}'
+    assert canonical_json(payload) == expected_json
+    digest = hashlib.sha256(expected_json.encode()).hexdigest()[:16]
+    assert key == f"renders/2026/spring/job1-v0/vae_encode/{digest}/latents.safetensors"
+
+
+def test_content_key_is_stable_across_spellings_and_changes_with_values() -> None:
+    def key(payload: dict) -> str:
+        return content_key("p", "c", "u", "s", payload, "n")
+
+    base = {"b": [1, 2.0, "x"], "a": {"z": 6.0, "y": -0.0}, "path": "dir/f.png"}
+    same = {"path": Path("dir/f.png"), "a": {"y": 0, "z": 6}, "b": (1, 2, "x")}
+    assert key(base) == key(same)
+    assert key(base) != key({**base, "b": [2, 1, "x"]})  # list order matters
+    assert key(base) != key({**base, "a": {"z": 6.5, "y": 0}})
+    assert key({"f": 0.1}) != key({"f": 0.1000001})
+    with pytest.raises(ValueError, match="NaN"):
+        key({"f": float("nan")})
+    with pytest.raises(TypeError, match="payload.obj"):
+        key({"obj": object()})
+    with pytest.raises(InvalidKey, match="campaign"):
+        content_key("p", "../etc", "u", "s", {}, "n")
+    with pytest.raises(InvalidKey, match="unit"):
+        content_key("p", "c", "a/b", "s", {}, "n")
+    with pytest.raises(InvalidKey):
+        content_key("p/../q", "c", "u", "s", {}, "n")
+
+
+# configuration ----------------------------------------------------------------------------------------
+
+
+def test_open_store_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    local = open_store(settings=RuntimeSettings.from_env({}))
+    assert isinstance(local, LocalStore) and local.root == tmp_path / ".adrender" / "store"
+    assert isinstance(open_store(str(tmp_path / "x")), LocalStore)
+    with pytest.raises(StoreConfigError, match="scheme"):
+        open_store("gs://bucket/x", RuntimeSettings.from_env({}))
+    with pytest.raises(StoreConfigError, match="bucket name"):
+        open_store("s3://Bad_Bucket/x", RuntimeSettings.from_env({}))
+
+
+def test_missing_bucket_is_a_config_error(s3_server) -> None:
+    store = S3Store.connect(s3_server.endpoint, s3_server.new_bucket_name(), secure=False)
+    with pytest.raises(StoreConfigError, match="does not exist"):
+        store.put_bytes("a", b"x")
+
+
+# the S3 server going away -----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RestartableS3:
+    """moto's server on a fixed port, stopped and started again like a MinIO pod being rescheduled.
+
+    moto keeps its state in the process, so objects survive the restart as they would on MinIO's disk.
+    """
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._cls = ThreadedMotoServer
+        self.port = _free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.server.stop()
+            self.running = False
+
+    def start(self) -> None:
+        self.server = self._cls(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.running = True
+
+
+@pytest.fixture
+def restartable_s3() -> Iterator[RestartableS3]:
+    server = RestartableS3()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_s3_restart_mid_upload_retries_to_a_complete_object(
+    restartable_s3: RestartableS3, tmp_path: Path
+) -> None:
+    store = S3Store.connect(
+        f"127.0.0.1:{restartable_s3.port}",
+        "restart-bucket",
+        "runs",
+        secure=False,
+        retry=RetryPolicy(attempts=8, base_delay=0.25, max_delay=2.0),
+    )
+    store.ensure_bucket()
+    src = tmp_path / "big.bin"
+    digest = _big_file(src, 40 * MiB)
+    parts_sent = []
+    restarter: list[threading.Timer] = []
+
+    def progress(n: int) -> None:
+        parts_sent.append(n)
+        if len(parts_sent) == 1:  # the server goes away after the first part, for about a second
+            restartable_s3.stop()
+            restarter.append(threading.Timer(1.0, restartable_s3.start))
+            restarter[0].start()
+
+    started = time.monotonic()
+    info = store.put_file("c1/u1/latents.bin", src, progress=progress)
+    restarter[0].join()
+    assert time.monotonic() - started > 1.0  # it really waited for the server
+    assert len(parts_sent) > 3  # the first attempt's part, then a whole second upload
+    assert info.sha256 == digest and store.stat("c1/u1/latents.bin").sha256 == digest
+    assert hashlib.sha256(store.get_bytes("c1/u1/latents.bin")).hexdigest() == digest
+    assert store.list() == ["c1/u1/latents.bin"]
+    # the interrupted first upload was aborted once the server came back: no parts linger
+    assert store.client._list_multipart_uploads(store.bucket).uploads == []
+
+
+def test_s3_down_gives_a_clear_error_and_no_object(restartable_s3: RestartableS3) -> None:
+    store = S3Store.connect(
+        f"127.0.0.1:{restartable_s3.port}",
+        "down-bucket",
+        secure=False,
+        retry=RetryPolicy(attempts=3, base_delay=0.1, max_delay=0.2),
+    )
+    store.ensure_bucket()
+    restartable_s3.stop()
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as excinfo:
+        store.put_bytes("c1/u1/x.bin", os.urandom(1000))
+    assert time.monotonic() - started < 5
+    message = str(excinfo.value)
+    assert f"http://127.0.0.1:{restartable_s3.port}" in message and "3 times" in message
+    with pytest.raises(StoreUnavailable):
+        store.get_bytes("c1/u1/x.bin")
+    restartable_s3.start()
+    assert not store.exists("c1/u1/x.bin")
+    assert store.list() == []
+
+
+def test_settings_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from components.runtime.settings import SettingsError
+
+    monkeypatch.chdir(tmp_path)
+    default = RuntimeSettings.from_env({})
+    assert default.store == (tmp_path / ".adrender" / "store").as_uri()
+    assert (default.s3_endpoint, default.s3_secure, default.s3_region) == (
+        "s3.amazonaws.com",
+        True,
+        "us-east-1",
+    )
+    assert (default.pushgateway, default.metrics_port, default.s3_access_key) == (None, None, None)
+
+    env = {
+        "ADRENDER_STORE": "s3://renders/prod/",
+        "ADRENDER_S3_ENDPOINT": "http://minio.kubeflow:9000",
+        "ADRENDER_S3_SECURE": "true",  # the URL scheme wins
+        "AWS_ACCESS_KEY_ID": "aws-id",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "ADRENDER_S3_SECRET_KEY": "adrender-secret",
+        "ADRENDER_S3_REGION": "eu-west-1",
+        "ADRENDER_PUSHGATEWAY": "pushgateway.monitoring:9091",
+        "ADRENDER_METRICS_PORT": "9400",
+    }
+    s = RuntimeSettings.from_env(env)
+    assert s.store == "s3://renders/prod"
+    assert (s.s3_endpoint, s.s3_secure) == ("minio.kubeflow:9000", False)
+    assert (s.s3_access_key, s.s3_secret_key, s.s3_region) == ("aws-id", "adrender-secret", "eu-west-1")
+    assert (s.pushgateway, s.metrics_port) == ("pushgateway.monitoring:9091", 9400)
+    s3 = open_store(settings=s)
+    assert isinstance(s3, S3Store) and s3.uri("a/b") == "s3://renders/prod/a/b"
+    assert s3.endpoint == "http://minio.kubeflow:9000"
+    assert (
+        RuntimeSettings.from_env({"ADRENDER_STORE": "rel/dir"}).store == (tmp_path / "rel" / "dir").as_uri()
+    )
+
+    for bad, variable in [
+        ({"ADRENDER_S3_SECURE": "maybe"}, "ADRENDER_S3_SECURE"),
+        ({"ADRENDER_METRICS_PORT": "ninety"}, "ADRENDER_METRICS_PORT"),
+        ({"ADRENDER_STORE": "s3://"}, "ADRENDER_STORE"),
+        ({"ADRENDER_STORE": "file://host/x"}, "ADRENDER_STORE"),
+        ({"ADRENDER_S3_ENDPOINT": "ftp://x:21"}, "ADRENDER_S3_ENDPOINT"),
+    ]:
+        with pytest.raises(SettingsError, match=variable):
+            RuntimeSettings.from_env(bad)
