@@ -5,6 +5,7 @@ Each subcommand is a pair of functions: `_add_<name>(subparsers)` declares its a
 (render, compile, submit, schedule, models, status) is one more pair added to `_SUBCOMMANDS`.
 
     adrender validate FILE...      check campaign files; exit 0 when all are valid, 1 otherwise
+    adrender models ACTION ...     the model registry: register, alias, list, resolve, fetch
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from components.runtime.spec import CampaignError, load_campaign
+from pipelines.model_commands import add_models
 
 __all__ = ["build_parser", "cmd_validate", "main"]
 
@@ -50,7 +52,7 @@ def _add_validate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.set_defaults(func=cmd_validate)
 
 
-_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (_add_validate,)
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (_add_validate, add_models)
 
 
 def build_parser() -> argparse.ArgumentParser:
