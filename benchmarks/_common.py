@@ -42,6 +42,7 @@ __all__ = [
     "markdown_table",
     "peak_rss_bytes",
     "pick_device",
+    "read_benchmarks_section",
     "reset_cuda_peak",
     "reset_peak_rss",
     "run_in_subprocess",
@@ -52,7 +53,7 @@ __all__ = [
 
 
 def pick_device(name: str) -> torch.device:
-    """Parse ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; fail early with the fix if CUDA is asked for and absent."""
+    """Parse ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; fail early, naming the fix, if CUDA is absent."""
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu")
@@ -118,9 +119,16 @@ def current_rss_bytes() -> int:
     return _proc_status_kib("VmRSS") * 1024
 
 
-def reset_peak_rss() -> None:
-    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0: write 5 to ``/proc/self/clear_refs``)."""
-    Path("/proc/self/clear_refs").write_text("5")
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0: write 5 to ``/proc/self/clear_refs``).
+
+    Returns False where the kernel or a sandbox refuses; the peak then includes what ran before.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def reset_cuda_peak(device: torch.device) -> None:
@@ -182,6 +190,19 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def read_benchmarks_section(title: str, *, path: Path = BENCHMARKS_MD) -> str | None:
+    """The body of the ``## <title>`` section of ``docs/BENCHMARKS.md`` (without its heading), or None."""
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    heading = f"## {title}"
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start + 1 : end]).strip("\n")
 
 
 def write_benchmarks_section(title: str, body: str, *, path: Path = BENCHMARKS_MD) -> None:
