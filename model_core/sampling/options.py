@@ -1,0 +1,99 @@
+"""Sampling options and the per-mode defaults of the releases (HunyuanVideo T2V, HunyuanCustom modes)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from enum import Enum
+
+
+class SamplingMode(str, Enum):
+    """The four released checkpoints, each with its own defaults."""
+
+    T2V = "t2v"
+    IMAGE = "image"
+    AUDIO = "audio"
+    EDITING = "editing"
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How one render unit is sampled.
+
+    Real CFG runs when cfg_scale > 1 (batch [uncond, cond]); embedded guidance feeds guidance_in of the
+    distilled T2V checkpoint; ip_cfg_scale > 0 adds HunyuanCustom's identity branch (batch
+    [uncond, text, identity]).
+    """
+
+    num_steps: int
+    shift: float
+    cfg_scale: float = 1.0
+    embedded_guidance: float | None = None
+    # The release forms guidance*1000 in bf16 (6.0 -> 6016.0); False gives the exact product.
+    embedded_guidance_release_rounding: bool = True
+    ip_cfg_scale: float = 0.0
+    # Applies only at 30 steps, as in the release.
+    deepcache: bool = False
+    # Runs the CFG branches on two halves of the ranks instead of one batch.
+    cfg_parallel: bool = False
+    reverse: bool = True
+    seed: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.shift <= 0:
+            raise ValueError(f"shift must be > 0, got {self.shift}")
+        if self.cfg_scale < 1.0:
+            raise ValueError(f"cfg_scale must be >= 1.0 (1.0 turns real CFG off), got {self.cfg_scale}")
+        if self.ip_cfg_scale < 0:
+            raise ValueError(
+                f"ip_cfg_scale must be >= 0 (0 turns identity guidance off), got {self.ip_cfg_scale}"
+            )
+        if self.ip_cfg_scale > 0 and self.cfg_scale <= 1.0:
+            raise ValueError("ip_cfg_scale > 0 needs real CFG: set cfg_scale > 1 (the release uses 7.5)")
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.cfg_scale > 1.0
+
+    @property
+    def uses_identity_cfg(self) -> bool:
+        return self.ip_cfg_scale > 0
+
+    @property
+    def num_branches(self) -> int:
+        """Model evaluations per step: 1, 2 ([uncond, cond]) or 3 ([uncond, text, identity])."""
+        return 3 if self.uses_identity_cfg else (2 if self.uses_cfg else 1)
+
+    def with_(self, **changes: object) -> SamplingOptions:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def digest(self) -> str:
+        """A short hash of every field that changes the result; a checkpoint is only resumed with the same one."""
+        fields = asdict(self)
+        fields.pop("cfg_parallel")  # CFG-parallel gives the same latents as batched CFG
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+MODE_DEFAULTS: dict[SamplingMode, SamplingOptions] = {
+    # HunyuanVideo README: 50 steps, embedded guidance 6.0, shift 7, no real CFG.
+    SamplingMode.T2V: SamplingOptions(num_steps=50, shift=7.0, cfg_scale=1.0, embedded_guidance=6.0),
+    # HunyuanCustom scripts: 30 steps, cfg 7.5, shift 13, DeepCache on, seed 1024.
+    SamplingMode.IMAGE: SamplingOptions(num_steps=30, shift=13.0, cfg_scale=7.5, deepcache=True),
+    SamplingMode.AUDIO: SamplingOptions(num_steps=30, shift=13.0, cfg_scale=7.5, deepcache=True),
+    # Editing: 50 steps, shift 5; DeepCache is requested but the release applies it only at 30 steps.
+    SamplingMode.EDITING: SamplingOptions(num_steps=50, shift=5.0, cfg_scale=7.5, deepcache=True),
+}
+
+
+def default_options(mode: SamplingMode | str, **overrides: object) -> SamplingOptions:
+    """The release defaults of `mode` ('t2v', 'image', 'audio', 'editing'), with optional overrides."""
+    try:
+        key = SamplingMode(mode)
+    except ValueError:
+        valid = ", ".join(m.value for m in SamplingMode)
+        raise ValueError(f"unknown sampling mode {mode!r}; expected one of: {valid}") from None
+    return MODE_DEFAULTS[key].with_(**overrides) if overrides else MODE_DEFAULTS[key]

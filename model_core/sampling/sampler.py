@@ -1,0 +1,172 @@
+"""The sampling loop: the one entry point the pipeline's sampling step calls, on one rank or many."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.distributed import ProcessGroup
+
+from model_core.dit.transformer import HunyuanDiT
+from model_core.parallel.group import ParallelLayout
+from model_core.sampling.checkpoint import StepCheckpoint
+from model_core.sampling.conditioning import BranchInputs, Conditioning
+from model_core.sampling.deepcache import deepcache_cached_steps
+from model_core.sampling.denoiser import Denoiser, StepKind
+from model_core.sampling.guidance import (
+    cfg_combine,
+    embedded_guidance,
+    identity_cfg_combine,
+    identity_scale_at,
+)
+from model_core.sampling.noise import initial_noise
+from model_core.sampling.options import SamplingOptions
+from model_core.sampling.schedule import FlowMatchSchedule, euler_step
+
+CheckpointCallback = Callable[[StepCheckpoint], None]
+ProgressCallback = Callable[[int, int], None]
+
+
+def step_kinds(options: SamplingOptions) -> list[StepKind]:
+    """Per step: FULL, STORE (full, and the next step reuses its cache) or REUSE (a DeepCache step)."""
+    cached = deepcache_cached_steps(options.num_steps, enabled=options.deepcache)
+    kinds = []
+    for i in range(options.num_steps):
+        if i in cached:
+            kinds.append(StepKind.REUSE)
+        else:
+            kinds.append(StepKind.STORE if (i + 1) in cached else StepKind.FULL)
+    return kinds
+
+
+def _check_resume(
+    ckpt: StepCheckpoint, options: SamplingOptions, schedule: FlowMatchSchedule, shape: tuple
+) -> None:
+    if ckpt.options_digest != options.digest():
+        raise ValueError(
+            f"checkpoint was written with other sampling options (digest {ckpt.options_digest}, "
+            f"now {options.digest()}); resume with the options of the interrupted run or start over"
+        )
+    if ckpt.schedule != schedule.state():
+        raise ValueError(f"checkpoint schedule {ckpt.schedule} differs from {schedule.state()}")
+    if tuple(ckpt.latents.shape) != shape:
+        raise ValueError(f"checkpoint latents are {tuple(ckpt.latents.shape)}, this unit needs {shape}")
+    if not 0 <= ckpt.step_index <= options.num_steps:
+        raise ValueError(f"checkpoint step_index {ckpt.step_index} is outside 0..{options.num_steps}")
+
+
+def sample(
+    model: HunyuanDiT,
+    conditioning: Conditioning,
+    options: SamplingOptions,
+    *,
+    group: ProcessGroup | ParallelLayout | None = None,
+    checkpoint_every: int | None = None,
+    resume_from: StepCheckpoint | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+    progress: ProgressCallback | None = None,
+) -> Tensor:
+    """Sample the final latents `[B, C, T, H, W]` (float32, on the model's device) of one render unit.
+
+    Every rank of `group` (None: one process) calls this with the same arguments and gets the same latents.
+    The image tokens are split across the ranks (Ulysses); with `options.cfg_parallel` the CFG branches run
+    on the two halves of the ranks instead. `group` may be a `ParallelLayout` built once per job: building
+    one for CFG-parallel creates process groups, which is collective and costly on NCCL.
+
+    Every `checkpoint_every` steps `on_checkpoint` gets a `StepCheckpoint` (on every rank, all identical;
+    write it from one). A step whose successor reuses the DeepCache is never a checkpoint boundary: the
+    checkpoint moves to the next full step, so a resumed run is bit-identical to an uninterrupted one.
+    `progress(steps_done, num_steps)` is called after every step.
+    """
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 (or None), got {checkpoint_every}")
+    branches = conditioning.branches(options)
+    if options.cfg_parallel and len(branches) != 2:
+        raise ValueError(
+            f"cfg_parallel runs exactly two branches ([uncond, cond]); this run has {len(branches)}: "
+            "turn cfg_parallel off (identity guidance, or cfg_scale 1)"
+        )
+    if isinstance(group, ParallelLayout):
+        layout = group
+        if layout.cfg_parallel != options.cfg_parallel:
+            raise ValueError(
+                f"options.cfg_parallel is {options.cfg_parallel} but the ParallelLayout was built with "
+                f"cfg_parallel={layout.cfg_parallel}; build the layout with the same setting"
+            )
+    else:
+        layout = ParallelLayout.create(group, cfg_parallel=options.cfg_parallel)
+    device = next(model.parameters()).device
+    schedule = FlowMatchSchedule.create(options.num_steps, options.shift, reverse=options.reverse)
+    batch = conditioning.cond.batch
+    shape = (batch, model.config.in_channels, *conditioning.latent_size)
+
+    # the sampler's own generator: the Euler solver draws nothing after the initial noise, but a resumed
+    # run restores it so that any random draw would continue exactly where it stopped
+    rng = torch.Generator(device="cpu").manual_seed(options.seed)
+    if resume_from is None:
+        latents = initial_noise(shape, options.seed, device=device)
+        start = 0
+    else:
+        _check_resume(resume_from, options, schedule, shape)
+        latents = resume_from.latents.to(device=device, dtype=torch.float32)
+        start = resume_from.step_index
+        rng.set_state(resume_from.rng_state)
+
+    # this rank's model batch: all branches, or its own one under CFG-parallel
+    mine = [branches[layout.cfg_index]] if layout.cfg_parallel else branches
+    inputs = BranchInputs.concat(mine).to(device)
+    model_batch = inputs.batch
+    guidance = None
+    if options.embedded_guidance is not None:
+        guidance = embedded_guidance(
+            options.embedded_guidance,
+            model_batch,
+            release_rounding=options.embedded_guidance_release_rounding,
+        ).to(device)
+    denoiser = Denoiser(model, layout.sp)
+    kinds = step_kinds(options)
+    last_ckpt = start
+
+    for i in range(start, options.num_steps):
+        x = latents.repeat(len(mine), *([1] * (latents.ndim - 1)))
+        t = schedule.timesteps[i].expand(model_batch).to(device)
+        v = denoiser(
+            x, t, inputs, guidance=guidance, audio_strength=conditioning.audio_strength, kind=kinds[i]
+        )
+        if layout.cfg_parallel:
+            parts = [torch.empty_like(v) for _ in range(2)]
+            dist.all_gather(parts, v.contiguous(), group=layout.cfg_pair)
+            v = torch.cat(parts)
+        outs = v.chunk(len(branches))
+        if len(branches) == 1:
+            velocity = outs[0]
+        elif len(branches) == 2:
+            velocity = cfg_combine(outs[0], outs[1], options.cfg_scale)
+        else:
+            ip = identity_scale_at(i, options.num_steps, options.ip_cfg_scale)
+            velocity = identity_cfg_combine(outs[0], outs[1], outs[2], options.cfg_scale, ip)
+        latents = euler_step(latents, velocity, schedule.sigmas[i], schedule.sigmas[i + 1])
+
+        done = i + 1
+        if progress is not None:
+            progress(done, options.num_steps)
+        due = checkpoint_every is not None and done - last_ckpt >= checkpoint_every
+        if (
+            due
+            and done < options.num_steps
+            and kinds[done] is not StepKind.REUSE
+            and on_checkpoint is not None
+        ):
+            on_checkpoint(
+                StepCheckpoint(
+                    latents=latents.detach().cpu().clone(),
+                    step_index=done,
+                    schedule=schedule.state(),
+                    rng_state=rng.get_state(),
+                    options_digest=options.digest(),
+                )
+            )
+            last_ckpt = done
+    return latents
