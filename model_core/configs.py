@@ -2,14 +2,27 @@
 
 `PRESETS[name]` gives the `DiTConfig` of a released checkpoint (`hunyuanvideo-t2v-720p`, `hunyuancustom-720p`,
 `hunyuancustom-audio-720p`, `hunyuancustom-editing-720p`) or of its `tiny-` twin: the same code paths at a few MB,
-for tests and the local demo.
+for tests and the local demo. `VAE_PRESETS` (from `model_core.vae.config`) holds the 3D VAE's; `MODEL_PRESETS` and
+`model_preset(name)` look a name up across families, as the registry's `adrender.preset` tag does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["PRESETS", "AudioConditionConfig", "DiTConfig", "dit_preset"]
+from model_core.vae.config import VAE_PRESETS, VAEConfig
+
+__all__ = [
+    "MODEL_PRESETS",
+    "PRESETS",
+    "VAE_PRESETS",
+    "AudioConditionConfig",
+    "DiTConfig",
+    "VAEConfig",
+    "dit_preset",
+    "model_preset",
+]
 
 
 @dataclass(frozen=True)
@@ -98,10 +111,12 @@ _TINY = {
     "text_states_dim": 32,
     "text_pooled_dim": 16,
 }
+# The Whisper window and layer count are the feature format the encoders produce, so the tiny preset keeps them;
+# only the widths shrink.
 _TINY_AUDIO = AudioConditionConfig(
-    window=2,
-    whisper_layers=3,
-    whisper_dim=8,
+    window=10,
+    whisper_layers=5,
+    whisper_dim=16,
     proj_hidden=32,
     tokens_per_frame=4,
     cross_dim=32,
@@ -138,3 +153,16 @@ def dit_preset(name: str) -> DiTConfig:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown DiT preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+
+
+# Every preset name a registered model version may carry in its `adrender.preset` tag. Names are unique across
+# families, so one lookup serves the registry and the pipeline steps.
+MODEL_PRESETS: Mapping[str, DiTConfig | VAEConfig] = {**PRESETS, **VAE_PRESETS}
+
+
+def model_preset(name: str) -> DiTConfig | VAEConfig:
+    """Any model family's preset by name, with an error that lists the known names."""
+    try:
+        return MODEL_PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(MODEL_PRESETS))}") from None

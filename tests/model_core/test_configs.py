@@ -79,3 +79,14 @@ def test_config_rejects_audio_blocks_beyond_the_depth() -> None:
 def test_configs_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         PRESETS["tiny-hunyuancustom-720p"].hidden_size = 1  # type: ignore[misc]
+
+
+def test_model_presets_span_the_families_without_name_clashes() -> None:
+    from model_core.configs import MODEL_PRESETS, VAE_PRESETS, VAEConfig, model_preset
+
+    assert set(MODEL_PRESETS) == set(PRESETS) | set(VAE_PRESETS)
+    assert not set(PRESETS) & set(VAE_PRESETS)  # one name, one model
+    assert isinstance(model_preset("tiny-hunyuan-vae"), VAEConfig)
+    assert model_preset("tiny-hunyuancustom-720p") is PRESETS["tiny-hunyuancustom-720p"]
+    with pytest.raises(KeyError, match="unknown model preset 'hunyuan-vea'.*hunyuan-vae"):
+        model_preset("hunyuan-vea")

@@ -107,9 +107,9 @@ def test_audio_frame_count_must_match_the_latent_frames(
     inp = inputs_factory(PRESETS[preset], frames=3)
     with pytest.raises(
         ValueError,
-        match=r"\[2, 9, 2, 3, 8\].*got \(2, 13, 2, 3, 8\).*F = \(T-1\)\*4\+1 video frames for T = 3",
+        match=r"\[2, 9, 10, 5, 16\].*got \(2, 13, 10, 5, 16\).*F = \(T-1\)\*4\+1 video frames for T = 3",
     ):
-        call(model, inp, audio_states=torch.randn(2, 13, 2, 3, 8))
+        call(model, inp, audio_states=torch.randn(2, 13, 10, 5, 16))
     with pytest.raises(ValueError, match=r"audio_states must be \[B, F, window, layers, dim\]"):
         call(model, inp, audio_states=torch.randn(2, 9, 10, 5, 384))
 

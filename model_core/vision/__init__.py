@@ -1,0 +1,50 @@
+"""Image and video preprocessing for conditioning: identity images, LLaVA pixels, edit video + mask."""
+
+from model_core.vision.edit_video import (
+    EditVideo,
+    EditVideoError,
+    binarize_mask,
+    edit_pixels,
+    edit_video_condition,
+    load_edit_video,
+    rgb_to_gray,
+)
+from model_core.vision.identity import identity_latents, identity_pixels
+from model_core.vision.image import (
+    CLIP_MEAN,
+    CLIP_STD,
+    llava_pixels,
+    pad_to_size,
+    resize_bilinear,
+    to_clip_pixels,
+    to_unit_range,
+    white_image,
+)
+from model_core.vision.latents import VAE_SCALING_FACTOR, LatentDistribution, VideoEncoder, encode_sample
+from model_core.vision.morphology import ellipse_kernel, expand_mask
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "VAE_SCALING_FACTOR",
+    "EditVideo",
+    "EditVideoError",
+    "LatentDistribution",
+    "VideoEncoder",
+    "binarize_mask",
+    "edit_pixels",
+    "edit_video_condition",
+    "ellipse_kernel",
+    "encode_sample",
+    "expand_mask",
+    "identity_latents",
+    "identity_pixels",
+    "llava_pixels",
+    "load_edit_video",
+    "pad_to_size",
+    "resize_bilinear",
+    "rgb_to_gray",
+    "to_clip_pixels",
+    "to_unit_range",
+    "white_image",
+]
