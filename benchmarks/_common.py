@@ -75,14 +75,17 @@ class Timing:
 
     @property
     def median(self) -> float:
+        """Median of the timed calls, in seconds."""
         return statistics.median(self.seconds)
 
     @property
     def best(self) -> float:
+        """Fastest timed call, in seconds."""
         return min(self.seconds)
 
     @property
     def mean(self) -> float:
+        """Mean of the timed calls, in seconds."""
         return statistics.fmean(self.seconds)
 
 

@@ -38,10 +38,12 @@ class FlopCount:
 
     @property
     def total(self) -> float:
+        """All counted FLOPs."""
         return self.linear + self.attention
 
     @property
     def attention_fraction(self) -> float:
+        """Share of the FLOPs in attention products (QK^T and AV)."""
         return self.attention / self.total
 
 

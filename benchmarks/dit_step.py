@@ -11,6 +11,8 @@ Run from the repository root::
     python -m benchmarks.dit_step --device cuda --preset hunyuanvideo-t2v-720p \\
         --sizes 544x960x129,720x1280x129 --attention sdpa,flash
 
+``--attention auto`` lets the model choose (flash-attn varlen where it can run, else SDPA).
+
 ``--sizes`` are ``HEIGHTxWIDTHxFRAMES`` in video pixels (height and width multiples of 16, frames 4k+1).
 Results go to docs/BENCHMARKS.md, section "DiT step", in a subsection per device kind (CPU runs and GPU runs
 do not overwrite each other).
@@ -47,6 +49,8 @@ TEXT_LEN = 256  # LLaVA tokens after the template crop (HunyuanVideo); HunyuanCu
 
 @dataclass(frozen=True)
 class StepResult:
+    """One measured forward: what ran, its time, FLOPs, MFU against the measured peak and GPU memory."""
+
     preset: str
     size: str
     attention: str
@@ -146,6 +150,8 @@ def measure(
     latent = latent_shape(*size)
     model = random_model(config, device, dtype)
     model.set_attention_backend(ATTENTION_ALIASES.get(attention, attention), device)
+    if attention == "auto":  # record what auto chose
+        attention = f"auto ({model.joint_attention.backend.value})"
     args, kwargs = random_inputs(config, latent, text_len, device, dtype)
     num_refs = 1 if config.identity_image else 0
     flops = dit_forward_flops(
@@ -230,7 +236,8 @@ def _cpu_note(results: list[StepResult], device: torch.device) -> str:
     return (
         "The tiny preset (hidden 64) is bound by per-op overhead on CPU, so its MFU says nothing about the\n"
         "production model; these rows show that the script and the FLOP count run end to end. The CPU is\n"
-        "shared with other work, so the seconds vary between runs.\n"
+        "shared with other work, so the seconds vary between runs; one thread (`--threads 1`, the default)\n"
+        "keeps OpenMP threads from contending with it.\n"
     )
 
 
@@ -275,18 +282,22 @@ MFU is achieved TFLOP/s over the best square-matmul TFLOP/s measured in the same
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: measure the peak, then every size x attention backend; print and record the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny-hunyuanvideo-t2v-720p")
     parser.add_argument("--sizes", default="64x64x9,128x128x33", help="comma-separated HEIGHTxWIDTHxFRAMES")
     parser.add_argument(
-        "--attention", default="sdpa", help="comma-separated backends: sdpa, flash (flash_varlen)"
+        "--attention",
+        default="sdpa",
+        help="comma-separated backends: sdpa, flash (flash_varlen), auto (flash where it runs, else sdpa)",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--text-len", type=int, default=TEXT_LEN)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    # one thread: on a shared CPU, extra OpenMP threads contend and make the seconds noise
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--no-docs", action="store_true", help="print only; do not write docs/BENCHMARKS.md")
     args = parser.parse_args(argv)
 

@@ -64,6 +64,7 @@ def scaled_config(size_gb: float):
 
 
 def parameter_bytes(config, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of all state-dict tensors of ``HunyuanDiT(config)`` in ``dtype`` (counted on the meta device)."""
     from model_core.dit import HunyuanDiT
 
     with torch.device("meta"):
@@ -133,6 +134,10 @@ def _worker(method: str, path: str, size_gb: float, dtype_name: str, device_name
 
 
 def run(size_gb: float, device: str, repeats: int, write_docs: bool, keep: Path | None) -> list[dict]:
+    """Write the checkpoints, measure every (method, file, dtype) case in fresh processes, return the rows.
+
+    Raises RuntimeError when two methods load different weights (checksums per dtype disagree).
+    """
     config = scaled_config(size_gb)
     nbytes = parameter_bytes(config)
     folder = keep or Path(tempfile.mkdtemp(prefix="adrender-bench-ckpt-"))
@@ -172,6 +177,8 @@ def run(size_gb: float, device: str, repeats: int, write_docs: bool, keep: Path 
             ]
             best = min(runs, key=lambda r: r["seconds"])
             checksums = {round(r["checksum"], 3) for r in runs}
+            if len(checksums) != 1:
+                raise RuntimeError(f"repeats of {method}/{fmt}/{dtype} loaded different weights: {checksums}")
             row = {
                 "method": method,
                 "format": fmt,
@@ -241,6 +248,7 @@ initialised model and the loaded dict (two), and spends most of its time in the 
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line; ``--worker`` runs one measurement and prints it as a JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=1.0, help="approximate fp32 checkpoint size")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

@@ -89,6 +89,7 @@ class KeyDiff:
 
     @property
     def ok(self) -> bool:
+        """True when nothing is missing, unexpected or wrongly shaped."""
         return not (self.missing or self.unexpected or self.wrong_shape)
 
     def describe(self) -> str:
@@ -163,19 +164,47 @@ def _torch_load_safely(path: Path, map_location: str | torch.device) -> object:
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        # torch's message is long; its "Unsupported global: GLOBAL x.Y" line names the offending object
-        detail = next(
-            (ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln), str(exc).splitlines()[0]
-        )
-        detail = detail.split(" was not an allowed global")[0].replace("WeightsUnpickler error: ", "")
+        refused, detail = _weights_only_detail(str(exc))
+        if not refused:
+            raise CheckpointFormatError(
+                f"{path} is not a readable torch checkpoint (corrupt, truncated, or not written by torch.save): "
+                f"{detail}"
+            ) from exc
         raise UnsafeCheckpointError(
             f"{path} needs arbitrary unpickling, which can run code, so it is refused ({detail}). "
             "Fix: load it once in a trusted "
             "environment and save the tensors with safetensors.torch.save_file(state_dict, 'model.safetensors'), "
             "or re-save a plain {name: tensor} dict with torch.save."
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-        raise CheckpointFormatError(f"{path} is not a readable torch checkpoint: {exc}") from exc
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointFormatError(
+            f"{path} is not a readable torch checkpoint (corrupt, truncated, or not written by torch.save): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _weights_only_detail(message: str) -> tuple[bool, str]:
+    """(whether torch's weights-only unpickler refused an object, the line that says what).
+
+    torch's message is long; after "WeightsUnpickler error:" it names the offending object ("Unsupported
+    global: GLOBAL x.Y ..."). "Unsupported operand" there, or no such line at all ("invalid load key"), means
+    bytes that are not a pickle: a corrupt file, not an unsafe one.
+    """
+    _, marker, rest = message.partition("WeightsUnpickler error:")
+    lines = [ln.strip() for ln in (rest if marker else message).splitlines() if ln.strip()]
+    detail = lines[0] if lines else message.strip()
+    refused = bool(marker) and not detail.startswith("Unsupported operand")
+    return refused, detail.split(" was not an allowed global")[0]
+
+
+def _safetensors_load(path: Path, map_location: str | torch.device) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=str(map_location))
+    except SafetensorError as exc:
+        raise CheckpointFormatError(f"{path} is not a readable safetensors file: {exc}") from exc
 
 
 def _unwrap(obj: object, path: Path, load_key: str | None) -> Mapping[str, object]:
@@ -217,10 +246,7 @@ def read_state_dict(
     """
     file = resolve_checkpoint_file(path, load_key=load_key or "module")
     if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        device = str(map_location) if not isinstance(map_location, str) else map_location
-        raw: Mapping[str, object] = load_file(file, device=device)
+        raw: Mapping[str, object] = _safetensors_load(file, map_location)
     elif file.suffix in PICKLE_SUFFIXES:
         raw = _unwrap(_torch_load_safely(file, map_location), file, load_key)
     else:
@@ -337,7 +363,6 @@ def load_state_dict_into(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype | None = None,
-    keep_fp32: Iterable[str] = (),
     what: str = "the model",
     presets: Iterable[str] | None = None,
 ) -> nn.Module:
@@ -346,7 +371,7 @@ def load_state_dict_into(
     Tensors are cast and moved one at a time and popped from ``state_dict`` as they go, so at no point are
     two full copies alive; a tensor already of the target device and dtype becomes the parameter itself.
     Floating tensors go to ``dtype`` (None keeps the stored dtype) except float8 weights (kept as stored, see
-    :mod:`model_core.dit.fp8`) and keys containing one of ``keep_fp32``, which become float32.
+    :mod:`model_core.dit.fp8`).
     Non-persistent buffers are moved to ``device``. ``state_dict`` is emptied. ``presets`` are the DiT presets
     a mismatch message compares against (None: all of them; empty: none, for models that are not a DiT).
 
@@ -367,14 +392,13 @@ def load_state_dict_into(
             KeyDiff((), (), ()),
             None,
         )
-    keep = tuple(keep_fp32)
     mapped = _file_backed_ranges()
     placed: dict[str, Tensor] = {}
     for key in list(state_dict):
         tensor = state_dict.pop(key)
         target = tensor.dtype
         if tensor.is_floating_point() and tensor.dtype != fp8:
-            target = torch.float32 if any(p in key for p in keep) else (dtype or tensor.dtype)
+            target = dtype or tensor.dtype
         placed[key] = tensor.to(device=device, dtype=target)
         if placed[key].data_ptr() != tensor.data_ptr():
             _release_file_pages(tensor, mapped)
@@ -438,12 +462,10 @@ def _libc() -> ctypes.CDLL:
 
 
 def _resolve_config(preset: object) -> tuple[object, str]:
-    from model_core.configs import PRESETS, DiTConfig
+    from model_core.configs import PRESETS, DiTConfig, dit_preset
 
     if isinstance(preset, str):
-        if preset not in PRESETS:
-            raise KeyError(f"unknown DiT preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
-        return PRESETS[preset], f"preset {preset!r}"
+        return dit_preset(preset), f"preset {preset!r}"
     if not isinstance(preset, DiTConfig):
         raise TypeError(f"preset must be a preset name or a DiTConfig, got {type(preset).__name__}")
     name = next((n for n, c in PRESETS.items() if c == preset), None)
@@ -495,7 +517,5 @@ def load_model(
     if fp8_map is not None:
         scales = read_fp8_map(fp8_map) if isinstance(fp8_map, (str, Path)) else fp8_map
         convert_to_fp8_linears(model, scales, bias_dtype=dtype)
-    load_state_dict_into(
-        model, state, device=device, dtype=dtype, keep_fp32=getattr(model, "keep_in_fp32", ()), what=what
-    )
+    load_state_dict_into(model, state, device=device, dtype=dtype, what=what)
     return model.eval()

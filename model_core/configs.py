@@ -93,10 +93,12 @@ class DiTConfig:
 
     @property
     def head_dim(self) -> int:
+        """Width of one attention head: hidden_size / num_heads (128 for the released models)."""
         return self.hidden_size // self.num_heads
 
     @property
     def mlp_hidden(self) -> int:
+        """Hidden width of the block MLPs: hidden_size * mlp_ratio (12288 for the released models)."""
         return int(self.hidden_size * self.mlp_ratio)
 
 
@@ -165,4 +167,6 @@ def model_preset(name: str) -> DiTConfig | VAEConfig:
     try:
         return MODEL_PRESETS[name]
     except KeyError:
-        raise KeyError(f"unknown model preset {name!r}; known presets: {', '.join(sorted(MODEL_PRESETS))}") from None
+        raise KeyError(
+            f"unknown model preset {name!r}; known presets: {', '.join(sorted(MODEL_PRESETS))}"
+        ) from None

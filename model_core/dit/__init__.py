@@ -9,9 +9,16 @@ from model_core.dit.attention import (
     make_joint_attention,
 )
 from model_core.dit.rope import apply_rope, rope_cos_sin, token_positions
-from model_core.dit.transformer import DiTState, HunyuanDiT, TokenGrid
+from model_core.dit.transformer import (
+    AUTO_ATTENTION,
+    DiTState,
+    HunyuanDiT,
+    TokenGrid,
+    auto_attention_backend,
+)
 
 __all__ = [
+    "AUTO_ATTENTION",
     "AttentionBackend",
     "AttentionBackendUnavailable",
     "DiTState",
@@ -20,6 +27,7 @@ __all__ = [
     "SdpaJointAttention",
     "TokenGrid",
     "apply_rope",
+    "auto_attention_backend",
     "check_backend_available",
     "make_joint_attention",
     "rope_cos_sin",

@@ -85,6 +85,7 @@ class FP8Linear(nn.Module):
         return F.linear(x, self.dequantized_weight(x.dtype), bias)
 
     def extra_repr(self) -> str:
+        """Shown by ``print(model)``: sizes, bias and the fp8 format."""
         has_bias = self.bias is not None
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={has_bias}, fp8=e4m3"
 
@@ -119,16 +120,17 @@ def fp8_map_path_for(checkpoint: str | Path) -> Path:
 def read_fp8_map(path: str | Path) -> dict[str, Tensor]:
     """Read an fp8 scale map, flat (HunyuanVideo) or wrapped as ``{"module": map}`` (HunyuanCustom).
 
-    Values become fp32 tensors. Only ``torch.load(weights_only=True)`` is used.
+    Values become fp32 tensors. Only ``torch.load(weights_only=True)`` is used, or safetensors for a
+    ``*_fp8_map.safetensors`` file (flat, beside an ``*_fp8.safetensors`` checkpoint).
     """
-    from model_core.checkpoints import CheckpointNotFoundError, _torch_load_safely
+    from model_core.checkpoints import CheckpointNotFoundError, _safetensors_load, _torch_load_safely
 
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(
             f"fp8 scale map {path} does not exist (it sits beside the *_fp8.pt file)"
         )
-    obj = _torch_load_safely(path, "cpu")
+    obj = _safetensors_load(path, "cpu") if path.suffix == ".safetensors" else _torch_load_safely(path, "cpu")
     if isinstance(obj, Mapping) and isinstance(obj.get("module"), Mapping):
         obj = obj["module"]
     if not isinstance(obj, Mapping):

@@ -24,8 +24,10 @@ from torch import Tensor, nn
 from model_core.configs import DiTConfig
 from model_core.dit.attention import (
     AttentionBackend,
+    AttentionBackendUnavailable,
     JointAttention,
     SdpaJointAttention,
+    check_backend_available,
     make_joint_attention,
 )
 from model_core.dit.audio import (
@@ -39,7 +41,10 @@ from model_core.dit.layers import MLPEmbedder, PatchEmbed, TimestepEmbedder
 from model_core.dit.refiner import SingleTokenRefiner
 from model_core.dit.rope import rope_cos_sin, token_positions
 
-__all__ = ["DiTState", "HunyuanDiT", "TokenGrid"]
+__all__ = ["AUTO_ATTENTION", "DiTState", "HunyuanDiT", "TokenGrid", "auto_attention_backend"]
+
+# `set_attention_backend(AUTO_ATTENTION, device)`: flash-attn varlen where it can run, else torch SDPA.
+AUTO_ATTENTION = "auto"
 
 
 @dataclass(frozen=True)
@@ -53,14 +58,17 @@ class TokenGrid:
 
     @property
     def ref_tokens(self) -> int:
+        """Identity-image tokens (first in the sequence)."""
         return self.num_refs * self.height * self.width
 
     @property
     def video_tokens(self) -> int:
+        """Video tokens: frames x height x width."""
         return self.frames * self.height * self.width
 
     @property
     def image_tokens(self) -> int:
+        """All image tokens: identity then video."""
         return self.ref_tokens + self.video_tokens
 
 
@@ -85,6 +93,16 @@ class DiTState:
     audio: Tensor | None = None
     audio_strength: float = 1.0
     img_valid_len: int | None = None
+
+
+def auto_attention_backend(device: torch.device | str, dtype: torch.dtype) -> AttentionBackend:
+    """flash-attn's varlen kernel when it is installed and can run (CUDA, fp16/bf16), else torch SDPA."""
+    if dtype in (torch.float16, torch.bfloat16):
+        try:
+            return check_backend_available(AttentionBackend.FLASH_VARLEN, device)
+        except AttentionBackendUnavailable:
+            pass
+    return AttentionBackend.SDPA
 
 
 def _shape_error(name: str, expected: str, got: Tensor | None, fix: str = "") -> ValueError:
@@ -137,7 +155,13 @@ class HunyuanDiT(nn.Module):
         self.final_layer = FinalLayer(hidden, out_features)
 
     def set_attention_backend(self, backend: AttentionBackend | str, device: torch.device | str) -> None:
-        """Use `backend` for every block; raises `AttentionBackendUnavailable` (naming the fix) if it cannot run."""
+        """Use `backend` for every block; raises `AttentionBackendUnavailable` (naming the fix) if it cannot run.
+
+        `"auto"` (`AUTO_ATTENTION`) picks flash-attn's varlen kernel when it is installed and `device` is CUDA
+        with fp16/bf16 weights, and torch SDPA otherwise (`auto_attention_backend`).
+        """
+        if backend == AUTO_ATTENTION:
+            backend = auto_attention_backend(device, self._dtype)
         self.joint_attention = make_joint_attention(backend, device)
 
     # 1. embed ----------------------------------------------------------------------------------------------

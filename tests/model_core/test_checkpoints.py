@@ -151,6 +151,33 @@ def test_non_tensor_entries_are_a_format_error(tmp_path: Path) -> None:
         read_state_dict(tmp_path / "weights.npz")
 
 
+def test_corrupt_files_are_format_errors_not_unsafe_ones(tmp_path: Path) -> None:
+    """Bytes that are not a checkpoint say so; only a real pickled object is called unsafe."""
+    whole = tmp_path / "whole.pt"
+    torch.save({"module": {"w": torch.ones(4096)}}, whole)
+    data = whole.read_bytes()
+    cases = {
+        "random.pt": torch.randint(0, 256, (5000,), generator=torch.Generator().manual_seed(0))
+        .to(torch.uint8)
+        .numpy()
+        .tobytes(),
+        "text.pt": b"hello world",
+        "empty.pt": b"",
+        "truncated.pt": data[: len(data) // 2],
+    }
+    for name, payload in cases.items():
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(
+            CheckpointFormatError, match=rf"{name} is not a readable torch checkpoint \(corrupt"
+        ):
+            read_state_dict(tmp_path / name)
+    st = tmp_path / "model.safetensors"
+    save_file({"w": torch.ones(64)}, st)
+    st.write_bytes(st.read_bytes()[:-40])
+    with pytest.raises(CheckpointFormatError, match="model.safetensors is not a readable safetensors file"):
+        read_state_dict(st)
+
+
 def test_directory_resolves_official_file_names(tmp_path: Path) -> None:
     ckpt_dir = tmp_path / "hunyuan-video-t2v-720p"
     (ckpt_dir / "transformers").mkdir(parents=True)
@@ -347,6 +374,24 @@ def test_fp8_tiny_dit_loads_with_sibling_map(tmp_path: Path, wrapped_map: bool) 
     # far more sensitive than a trained one, so allow 3x the single-rounding bound on the output norm
     rel = ((got - want).norm() / want.norm()).item()
     assert 0 < rel < 3 * 2.0**-4, rel
+
+
+def test_fp8_safetensors_pair_loads(tmp_path: Path) -> None:
+    """The fp8 pair converted to safetensors (``x_fp8.safetensors`` + ``x_fp8_map.safetensors``) loads too."""
+    name = "tiny-hunyuanvideo-t2v-720p"
+    sd = _tiny_state(name, seed=4)
+    names = fp8_linear_names(HunyuanDiT(PRESETS[name]))
+    fp8_sd, scales = quantize_state_dict_fp8(sd, names)
+    ckpt = tmp_path / "model_fp8.safetensors"
+    save_file(fp8_sd, ckpt)
+    save_file(scales, fp8_map_path_for(ckpt))
+    assert fp8_map_path_for(ckpt).name == "model_fp8_map.safetensors"
+    model = load_model(name, ckpt, dtype=torch.bfloat16)
+    layer = model.get_submodule(names[0])
+    assert isinstance(layer, FP8Linear) and layer.weight.dtype == FP8_DTYPE
+    assert torch.equal(layer.weight.view(torch.uint8), fp8_sd[f"{names[0]}.weight"].view(torch.uint8))
+    assert layer.fp8_scale.item() == scales[names[0]].item()
+    assert model.final_layer.linear.weight.dtype == torch.bfloat16
 
 
 def test_fp8_checkpoint_without_map_is_a_clear_error(tmp_path: Path) -> None:

@@ -263,3 +263,35 @@ def test_attention_backend_is_checked_when_set(model_factory: Factory) -> None:
     assert isinstance(model.joint_attention, SdpaJointAttention)
     model.set_attention_backend("sdpa", "cpu")
     assert isinstance(model.joint_attention, SdpaJointAttention)
+
+
+def test_auto_attention_is_sdpa_on_the_cpu(model_factory: Factory) -> None:
+    from model_core.dit import AUTO_ATTENTION, AttentionBackend, SdpaJointAttention, auto_attention_backend
+
+    model = model_factory("tiny-hunyuancustom-720p")
+    model.joint_attention = None  # type: ignore[assignment]
+    model.set_attention_backend(AUTO_ATTENTION, "cpu")
+    assert isinstance(model.joint_attention, SdpaJointAttention)
+    for dtype in (torch.float32, torch.bfloat16):
+        assert auto_attention_backend("cpu", dtype) is AttentionBackend.SDPA
+
+
+def test_auto_attention_prefers_flash_where_it_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With flash-attn installed on a CUDA device, auto picks it for fp16/bf16 weights and keeps SDPA for fp32."""
+    from model_core.dit import (
+        AttentionBackend,
+        AttentionBackendUnavailable,
+        auto_attention_backend,
+        transformer,
+    )
+
+    def flash_on_cuda(backend: AttentionBackend, device: torch.device | str) -> AttentionBackend:
+        if torch.device(device).type != "cuda":
+            raise AttentionBackendUnavailable("cuda only")
+        return AttentionBackend(backend)
+
+    monkeypatch.setattr(transformer, "check_backend_available", flash_on_cuda)
+    assert auto_attention_backend("cuda:0", torch.bfloat16) is AttentionBackend.FLASH_VARLEN
+    assert auto_attention_backend("cuda:0", torch.float16) is AttentionBackend.FLASH_VARLEN
+    assert auto_attention_backend("cuda:0", torch.float32) is AttentionBackend.SDPA  # flash needs half types
+    assert auto_attention_backend("cpu", torch.bfloat16) is AttentionBackend.SDPA
