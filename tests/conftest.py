@@ -53,5 +53,5 @@ def s3_server() -> Iterator[S3Server]:
 def _no_ambient_adrender_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never inherit a developer's cluster settings."""
     for name in list(os.environ):
-        if name.startswith("ADRENDER_") or name.startswith("MLFLOW_"):
+        if name.startswith(("ADRENDER_", "MLFLOW_")):
             monkeypatch.delenv(name, raising=False)

@@ -57,6 +57,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from components.runtime.registry import ModelRef
+
 __all__ = [
     "MODE_DEFAULTS",
     "SAFE_ID_PATTERN",
@@ -284,39 +286,24 @@ class _Strict(BaseModel):
 
 # model references ---------------------------------------------------------------------------------------------
 
-_MODEL_REF = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,99})(?:@(?P<alias>[A-Za-z0-9_-]{1,64})|/(?P<version>[1-9][0-9]*))$")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A parsed model reference: `name@alias` or `name/version` (exactly one of alias and version)."""
-
-    name: str
-    alias: str | None = None
-    version: int | None = None
-
-    def __str__(self) -> str:
-        return f"{self.name}@{self.alias}" if self.alias is not None else f"{self.name}/{self.version}"
+# One parser for model references, the registry's: a reference the spec accepts is one `plan` can resolve
+# (same name rules, same alias rules, MLflow's reserved aliases 'latest' and 'v<n>' refused here already).
 
 
 def parse_model_ref(text: str) -> ModelRef:
-    """Parse `name@alias` or `name/version`; raise ValueError naming the accepted forms."""
-    match = _MODEL_REF.match(text)
-    if not match:
-        raise ValueError(
-            f"model reference {text!r} must be 'name@alias' or 'name/version', e.g. 'hunyuancustom-dit@production' "
-            "or 'hunyuancustom-dit/3' (lowercase name)"
-        )
-    version = match["version"]
-    return ModelRef(match["name"], match["alias"], int(version) if version else None)
+    """Parse `name@alias` or `name/version` (see `components.runtime.registry.ModelRef.parse`).
+
+    Raises ValueError naming the accepted forms or the rule the name or alias breaks.
+    """
+    return ModelRef.parse(text)
 
 
 def _check_model_ref(value: str) -> str:
+    """Validate a reference and return its canonical spelling (`name@alias` / `name/version`)."""
     try:
-        parse_model_ref(value)
+        return str(parse_model_ref(value))
     except ValueError as exc:
         raise _problem(str(exc)) from None
-    return value
 
 
 ModelRefText = Annotated[str, AfterValidator(_check_model_ref)]

@@ -88,6 +88,7 @@ Progress = Callable[[int], None]
 MiB = 1024 * 1024
 DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB  # the S3 minimum for every part but the last
+MAX_PART_SIZE = 5 * 1024 * MiB  # the S3 maximum of a part and of a single PUT
 CHUNK = 1 * MiB
 SHA256_META = "x-amz-meta-sha256"
 CONTENT_HASH_CHARS = 16  # 64 bits of sha256: collisions are negligible at campaign scale (< 1e-9 at 1e5 keys)
@@ -671,9 +672,10 @@ class S3Store(ObjectStore):
     ) -> None:
         if parallel_parts < 1:
             raise ValueError(f"parallel_parts must be >= 1, got {parallel_parts}")
-        if part_size < MIN_PART_SIZE:
+        if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(
-                f"part_size {part_size} is below the S3 minimum of {MIN_PART_SIZE} bytes (5 MiB)"
+                f"part_size {part_size} is outside the S3 limits of {MIN_PART_SIZE} (5 MiB) to "
+                f"{MAX_PART_SIZE} (5 GiB) bytes"
             )
         prefix = prefix.strip("/")
         if prefix:
@@ -728,7 +730,13 @@ class S3Store(ObjectStore):
         )
         scheme = "https" if secure else "http"
         return cls(
-            client, bucket, prefix, endpoint=f"{scheme}://{endpoint}", part_size=part_size, retry=retry
+            client,
+            bucket,
+            prefix,
+            endpoint=f"{scheme}://{endpoint}",
+            part_size=part_size,
+            retry=retry,
+            parallel_parts=parallel_parts,
         )
 
     def __repr__(self) -> str:
@@ -773,37 +781,50 @@ class S3Store(ObjectStore):
             code = getattr(exc, "_code", 0) or 0
             if code >= 500:
                 return StoreUnavailable(f"{self.endpoint} answered {code} to {what}")
+            if code in (401, 403):
+                return StoreConfigError(
+                    f"{self.endpoint} refused {what} (HTTP {code}); check ADRENDER_S3_ACCESS_KEY / "
+                    "ADRENDER_S3_SECRET_KEY and the bucket policy"
+                )
             return StoreError(f"{self.endpoint} gave an unreadable answer to {what}: {exc}")
         if isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)):
             return StoreUnavailable(f"cannot reach S3 endpoint {self.endpoint} for {what}: {exc}")
         return None
 
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
-        """Run ``fn`` with retries on StoreUnavailable-class errors; translate everything else once."""
+        """Run ``fn`` with retries on StoreUnavailable-class errors; translate everything else once.
+
+        ``fn`` is retried whole: a download cut off mid-stream (the verifying reader raises
+        :class:`StoreUnavailable`) starts again from the first byte, an upload from its first part.
+        """
         started = time.monotonic()
         for attempt in range(self.retry.attempts):
             try:
                 return fn()
+            except StoreUnavailable as exc:  # translated inside fn, e.g. a connection lost while reading
+                err: StoreError = exc
+                cause: BaseException = exc
             except StoreError:
                 raise
             except Exception as exc:
-                err = self._translate(exc, op, key)
-                if err is None:
+                translated = self._translate(exc, op, key)
+                if translated is None:
                     raise
-                if not isinstance(err, StoreUnavailable):
-                    raise err from exc
-                if attempt + 1 == self.retry.attempts:
-                    elapsed = time.monotonic() - started
-                    raise StoreUnavailable(
-                        f"S3 endpoint {self.endpoint} unavailable: {op} {key!r} failed {self.retry.attempts} "
-                        f"times over {elapsed:.1f} s; last error: {err}. Check that the server is up and "
-                        "ADRENDER_S3_ENDPOINT / ADRENDER_S3_SECURE point at it"
-                    ) from exc
-                delay = self.retry.delay(attempt)
-                log.warning(
-                    "%s (attempt %d/%d); retrying in %.1f s", err, attempt + 1, self.retry.attempts, delay
-                )
-                time.sleep(delay)
+                if not isinstance(translated, StoreUnavailable):
+                    raise translated from exc
+                err, cause = translated, exc
+            if attempt + 1 == self.retry.attempts:
+                elapsed = time.monotonic() - started
+                raise StoreUnavailable(
+                    f"S3 endpoint {self.endpoint} unavailable: {op} {key!r} failed {self.retry.attempts} "
+                    f"times over {elapsed:.1f} s; last error: {err}. Check that the server is up and "
+                    "ADRENDER_S3_ENDPOINT / ADRENDER_S3_SECURE point at it"
+                ) from cause
+            delay = self.retry.delay(attempt)
+            log.warning(
+                "%s (attempt %d/%d); retrying in %.1f s", err, attempt + 1, self.retry.attempts, delay
+            )
+            time.sleep(delay)
         raise AssertionError("unreachable")
 
     # writes
@@ -834,8 +855,14 @@ class S3Store(ObjectStore):
             with source() as f:
                 if size <= self.part_size:
                     data = f.read()
+                    # one PUT: left to itself, minio splits anything over 5 MiB into a multipart upload
                     result = self.client.put_object(
-                        self.bucket, name, io.BytesIO(data), len(data), metadata=headers
+                        self.bucket,
+                        name,
+                        io.BytesIO(data),
+                        len(data),
+                        metadata=headers,
+                        part_size=max(len(data), MIN_PART_SIZE),
                     )
                     if progress is not None:
                         progress(len(data))

@@ -95,6 +95,7 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
+        """The scrape URL, ``http://host:port/metrics``."""
         return f"http://{self.host}:{self.port}/metrics"
 
     def stop(self) -> None:
@@ -208,9 +209,11 @@ class StepTelemetry:
         self._bytes.labels(**self._labels, direction=direction).inc(nbytes)
 
     def observe_checkpoint_load(self, seconds: float) -> None:
+        """Record one checkpoint load that took ``seconds``."""
         self._load.labels(**self._labels).observe(seconds)
 
     def observe_sampling_step(self, seconds: float) -> None:
+        """Record one denoising step that took ``seconds``."""
         self._sampling.labels(**self._labels).observe(seconds)
 
     @contextmanager
@@ -281,6 +284,7 @@ class StepTelemetry:
         return self._server
 
     def stop_serving(self) -> None:
+        """Stop the /metrics endpoint started by :meth:`serve` (no-op when none runs)."""
         if self._server is not None:
             self._server.stop()
             self._server = None

@@ -76,6 +76,7 @@ class TensorMeta:
     tensors: Mapping[str, TensorSpec] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """The header text stored under the safetensors metadata key ``"adrender"``."""
         return json.dumps(
             {
                 "format": FORMAT_VERSION,
@@ -93,6 +94,7 @@ class TensorMeta:
 
     @classmethod
     def from_json(cls, text: str, source: str) -> TensorMeta:
+        """Parse a header written by :meth:`to_json`; :class:`TensorFormatError` names ``source`` if malformed."""
         try:
             raw = json.loads(text)
             if raw.get("format") != FORMAT_VERSION:

@@ -6,6 +6,8 @@ encoder frame (50 Hz). Video frame f (25 fps) gets the 10 encoder frames startin
 are put in front, i.e. encoder frames [2f - 4, 2f + 6). Frames without audio are zeros; the unconditional
 branch is all zeros.
 
+The encoder runs in fp32 by default and the features are always fp32, as in the release.
+
 Differences from the release, on purpose: decoding and resampling use ffmpeg instead of librosa (soxr), so
 samples differ at the resampler's precision; audio shorter than the video is an error unless `pad_short`
 (the release pads silently); audio longer than the video is cut to the video's frames and the cut is reported.
@@ -90,6 +92,11 @@ def prepare_audio(
             f"{n_video_frames} video frames exceed the {limit} frames ({limit / FPS:.1f} s) one Whisper window "
             "conditions; render a shorter video"
         )
+    if samples.ndim != 1:
+        raise AudioInputError(
+            f"{source}: samples must be mono [S] at {SAMPLE_RATE} Hz, got shape {tuple(samples.shape)}; "
+            "decode with load_audio or average the channels"
+        )
     if samples.size == 0:
         raise AudioInputError(f"{source}: no audio samples decoded; check that the file has an audio stream")
     peak = float(np.abs(samples).max())
@@ -162,10 +169,11 @@ class WhisperAudioEncoder:
     def from_pretrained(
         cls,
         path: str | os.PathLike[str],
-        dtype: torch.dtype = torch.float16,
+        dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> WhisperAudioEncoder:
-        """Load a released `whisper-tiny` folder from local files (the encoder only is kept)."""
+        """Load a released `whisper-tiny` folder from local files (the encoder only is kept). fp32 by default, as
+        the release runs whisper-tiny (a few MB; half precision saves nothing worth its rounding)."""
         from transformers import WhisperFeatureExtractor, WhisperModel
 
         extractor = WhisperFeatureExtractor.from_pretrained(path, local_files_only=True)
@@ -180,10 +188,11 @@ class WhisperAudioEncoder:
 
     @torch.no_grad()
     def hidden_states(self, samples: np.ndarray) -> torch.Tensor:
-        """Stacked encoder hidden states [1, 1500, L, D] (embeddings + each layer)."""
+        """Stacked encoder hidden states [1, 1500, L, D] (embeddings + each layer), float32 whatever the
+        encoder's dtype, as the release hands its audio features on."""
         p = next(self.encoder.parameters())
         out = self.encoder(self.mel(samples).to(p.device, p.dtype), output_hidden_states=True)
-        return torch.stack(out.hidden_states, dim=2)
+        return torch.stack(out.hidden_states, dim=2).float()
 
     def encode(self, audio: PreparedAudio | Sequence[PreparedAudio]) -> AudioConditioning:
         """Audio features [B, F, 10, L, D] of one or more prepared tracks (same video length)."""

@@ -9,37 +9,21 @@ single-rank path.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 from torch import Tensor
 
+from model_core.dit.attention import JointAttention
 from model_core.parallel.group import SPGroup
 from model_core.parallel.ulysses import gather_heads, heads_to_seq, seq_to_heads, slice_heads
 
-
-class JointAttentionFn(Protocol):
-    """Joint attention over [image tokens, text tokens], all tensors [B, L, H, D].
-
-    Image tokens beyond `img_valid_len` and text tokens beyond `txt_valid_len[b]` are padding: valid tokens
-    never attend to them. The same contract as `model_core.dit.attention.JointAttention`. Returns the image and text outputs in the same layout.
-    """
-
-    def __call__(
-        self,
-        img_q: Tensor,
-        img_k: Tensor,
-        img_v: Tensor,
-        txt_q: Tensor,
-        txt_k: Tensor,
-        txt_v: Tensor,
-        txt_valid_len: Sequence[int],
-        *,
-        img_valid_len: int | None = None,
-    ) -> tuple[Tensor, Tensor]: ...
+# The contract of the wrapped callable is the DiT's own: `[B, L, H, D]` image and text q/k/v, padding
+# beyond `img_valid_len` / `txt_valid_len[b]` in its own segments. Kept under this name for callers of the
+# parallel package.
+JointAttentionFn = JointAttention
 
 
 class UlyssesJointAttention:
-    """Sequence-parallel version of a `JointAttentionFn` over an SP group.
+    """Sequence-parallel version of a `JointAttention` (the DiT's attention callable) over an SP group.
 
     Image q/k/v arrive as this rank's sequence shard with all heads; they are exchanged (all-to-all) for the
     full sequence with H/P heads, text q/k/v are sliced to the same heads, the inner attention runs, and the
@@ -49,7 +33,7 @@ class UlyssesJointAttention:
     split padding at its end is masked; None means no padding.
     """
 
-    def __init__(self, inner: JointAttentionFn, sp: SPGroup) -> None:
+    def __init__(self, inner: JointAttention, sp: SPGroup) -> None:
         self.inner = inner
         self.sp = sp
 

@@ -38,6 +38,7 @@ class SPGroup:
 
     @property
     def enabled(self) -> bool:
+        """More than one rank: collectives run."""
         return self.degree > 1
 
     def check_heads(self, num_heads: int) -> None:
@@ -65,6 +66,7 @@ class ParallelLayout:
 
     @property
     def cfg_parallel(self) -> bool:
+        """The CFG branches run on the two halves of the ranks."""
         return self.cfg_pair is not None
 
     @classmethod

@@ -26,18 +26,22 @@ class SequenceShard:
 
     @property
     def padded_len(self) -> int:
+        """`total_len` rounded up to a multiple of the degree."""
         return -(-self.total_len // self.degree) * self.degree
 
     @property
     def local_len(self) -> int:
+        """Tokens per rank (padding included); the same on every rank."""
         return self.padded_len // self.degree
 
     @property
     def start(self) -> int:
+        """Index of this rank's first token in the padded sequence."""
         return self.rank * self.local_len
 
     @property
     def stop(self) -> int:
+        """One past this rank's last token in the padded sequence."""
         return self.start + self.local_len
 
     @property
@@ -74,4 +78,5 @@ class SequenceShard:
 
     @classmethod
     def for_group(cls, total_len: int, sp: SPGroup) -> SequenceShard:
+        """This rank's shard of a `total_len`-token sequence split over `sp`."""
         return cls(total_len=total_len, degree=sp.degree, rank=sp.rank)

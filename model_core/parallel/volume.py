@@ -24,6 +24,7 @@ class CommVolume:
 
     @property
     def total(self) -> int:
+        """All bytes sent, both collectives."""
         return self.all_to_all + self.all_gather
 
     def __add__(self, other: CommVolume) -> CommVolume:

@@ -21,8 +21,13 @@ class StepCheckpoint:
 
     latents: float32 [B, C, T, H, W], the full latents (identical on every rank).
     schedule: the parameters that rebuild the schedule (`FlowMatchSchedule.state()`).
-    rng_state: the state of the unit's CPU generator after the initial noise was drawn.
+    rng_state: the state of the sampler's CPU generator (seeded with the unit's seed) at `step_index`; a
+        resumed run continues from it. The Euler solver draws nothing after the initial noise, so today it
+        only changes for stochastic additions to the loop.
     options_digest: `SamplingOptions.digest()` of the run; resuming with other options is refused.
+    cache_latents, cache_step: set when step `step_index` reuses the DeepCache. The cache itself (hidden
+        states of every token) is not saved; a resumed run recomputes it with one forward at `cache_step`
+        from these latents (the input of that step), which gives the identical cache.
     """
 
     latents: Tensor
@@ -31,6 +36,8 @@ class StepCheckpoint:
     rng_state: Tensor
     options_digest: str
     extra: dict[str, str] = field(default_factory=dict)
+    cache_latents: Tensor | None = None
+    cache_step: int | None = None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write to `path` (a .safetensors file) atomically: a temporary file, then a rename."""
@@ -47,6 +54,11 @@ class StepCheckpoint:
             "latents": self.latents.detach().cpu().contiguous(),
             "rng_state": self.rng_state.cpu().contiguous(),
         }
+        if (self.cache_latents is None) != (self.cache_step is None):
+            raise ValueError("cache_latents and cache_step are set together or not at all")
+        if self.cache_latents is not None:
+            tensors["cache_latents"] = self.cache_latents.detach().cpu().contiguous()
+            meta["cache_step"] = str(self.cache_step)
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, path)
@@ -75,4 +87,6 @@ class StepCheckpoint:
             rng_state=tensors["rng_state"].to(torch.uint8),
             options_digest=meta["options_digest"],
             extra=json.loads(meta.get("extra", "{}")),
+            cache_latents=tensors.get("cache_latents"),
+            cache_step=int(meta["cache_step"]) if "cache_step" in meta else None,
         )

@@ -23,6 +23,7 @@ class BranchInputs:
 
     @property
     def batch(self) -> int:
+        """Samples in this branch (the first dimension of every tensor)."""
         return int(self.text_states.shape[0])
 
     def to(self, device: torch.device | str) -> BranchInputs:
@@ -62,10 +63,13 @@ class Conditioning:
     """Everything one render unit is conditioned on.
 
     latent_size: (T, H, W) of the latents (video frames (F-1)/4+1, height/8, width/8).
-    cond: positive prompt, with the real identity image when there is one.
-    uncond: negative prompt (blank identity image, zero audio); needed when cfg_scale > 1.
-    cond_blank_identity: positive prompt with the blank identity image; needed for identity guidance
-        (ip_cfg_scale > 0).
+    cond: positive prompt (LLaVA states of the prompt with the real identity image) and the real identity latents.
+    uncond: negative prompt, needed when cfg_scale > 1. As the release builds it: LLaVA states of the negative
+        prompt with a white image, zero audio, and, for plain CFG, the *real* identity latents (the release
+        repeats `ref_latents` for both halves); with identity guidance, the VAE latents of a white image instead.
+    cond_blank_identity: needed for identity guidance (ip_cfg_scale > 0): the positive prompt's LLaVA states
+        with the *real* image (the same text states as `cond`) and the VAE latents of a white identity image.
+        Only the identity latents differ from `cond`, so the guidance term isolates the identity.
     audio_strength: scale of the audio cross-attention (the release's examples use 0.8).
     """
 

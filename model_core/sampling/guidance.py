@@ -16,18 +16,27 @@ def identity_cfg_combine(
 ) -> Tensor:
     """HunyuanCustom's three-way guidance: uncond + cfg*(text - uncond) + ip*(identity - text).
 
-    `text` is the positive prompt with the blank (white) identity image, `identity` the positive prompt with
-    the real one, `uncond` the negative prompt with the blank image.
+    The three predictions differ in their identity latents, not in how LLaVA saw the image: `identity` is the
+    positive prompt with the real identity latents, `text` the same positive text states with the latents of a
+    white image, and `uncond` the negative prompt with the white image's latents (see `Conditioning`).
     """
     return uncond + cfg_scale * (text - uncond) + ip_scale * (identity - text)
 
 
 def identity_scale_at(step: int, num_steps: int, ip_cfg_scale: float) -> float:
-    """The identity-guidance scale at `step`: linear from `ip_cfg_scale` at step 0 to 1.0 at the last step."""
-    if num_steps <= 1:
-        return float(ip_cfg_scale)
-    frac = step / (num_steps - 1)
-    return float(ip_cfg_scale + (1.0 - ip_cfg_scale) * frac)
+    """The identity-guidance scale at `step`, as HunyuanCustom's pipeline computes it.
+
+    It starts at `ip_cfg_scale` and drops by `(ip_cfg_scale - 1) / (num_steps - 1 + 1e-3)` after every step,
+    so it ends just above 1.0 (1.00007 for 3.0 at 30 steps). Note: the 1e-3 and the running subtraction are
+    the release's; they are kept so that the same scale reaches the same step bit for bit.
+    """
+    if not 0 <= step < max(num_steps, 1):
+        raise ValueError(f"step {step} is outside 0..{num_steps - 1}")
+    scale = float(ip_cfg_scale)
+    decrement = (scale - 1.0) / (num_steps - 1 + 1e-3)
+    for _ in range(step):
+        scale -= decrement
+    return scale
 
 
 def embedded_guidance(scale: float, batch: int, *, release_rounding: bool = True) -> Tensor:

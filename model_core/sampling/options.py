@@ -56,10 +56,12 @@ class SamplingOptions:
 
     @property
     def uses_cfg(self) -> bool:
+        """Real CFG runs (cfg_scale > 1): the batch holds an unconditional branch."""
         return self.cfg_scale > 1.0
 
     @property
     def uses_identity_cfg(self) -> bool:
+        """HunyuanCustom's identity guidance runs (ip_cfg_scale > 0): a third branch."""
         return self.ip_cfg_scale > 0
 
     @property

@@ -42,7 +42,11 @@ def step_kinds(options: SamplingOptions) -> list[StepKind]:
 
 
 def _check_resume(
-    ckpt: StepCheckpoint, options: SamplingOptions, schedule: FlowMatchSchedule, shape: tuple
+    ckpt: StepCheckpoint,
+    options: SamplingOptions,
+    schedule: FlowMatchSchedule,
+    shape: tuple[int, ...],
+    kinds: list[StepKind],
 ) -> None:
     if ckpt.options_digest != options.digest():
         raise ValueError(
@@ -55,6 +59,36 @@ def _check_resume(
         raise ValueError(f"checkpoint latents are {tuple(ckpt.latents.shape)}, this unit needs {shape}")
     if not 0 <= ckpt.step_index <= options.num_steps:
         raise ValueError(f"checkpoint step_index {ckpt.step_index} is outside 0..{options.num_steps}")
+    if ckpt.step_index < options.num_steps and kinds[ckpt.step_index] is StepKind.REUSE:
+        store = _store_step_before(kinds, ckpt.step_index)
+        if ckpt.cache_latents is None or ckpt.cache_step != store:
+            raise ValueError(
+                f"checkpoint at step {ckpt.step_index} precedes a DeepCache step and needs the latents of "
+                f"step {store} to rebuild the cache (got cache_step {ckpt.cache_step}); it was not written "
+                "by this sampler: start over"
+            )
+        if tuple(ckpt.cache_latents.shape) != shape:
+            raise ValueError(
+                f"checkpoint cache_latents are {tuple(ckpt.cache_latents.shape)}, this unit needs {shape}"
+            )
+
+
+def _store_step_before(kinds: list[StepKind], step: int) -> int:
+    """The STORE step whose cache the REUSE step `step` uses."""
+    i = step
+    while kinds[i] is not StepKind.STORE:
+        i -= 1
+    return i
+
+
+def _restore_rng(rng: torch.Generator, state: Tensor) -> None:
+    try:
+        rng.set_state(state)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"checkpoint rng_state ({state.numel()} bytes, {state.dtype}) is not a CPU generator state; "
+            "the file is damaged or not from this sampler: start over"
+        ) from exc
 
 
 def sample(
@@ -76,8 +110,9 @@ def sample(
     one for CFG-parallel creates process groups, which is collective and costly on NCCL.
 
     Every `checkpoint_every` steps `on_checkpoint` gets a `StepCheckpoint` (on every rank, all identical;
-    write it from one). A step whose successor reuses the DeepCache is never a checkpoint boundary: the
-    checkpoint moves to the next full step, so a resumed run is bit-identical to an uninterrupted one.
+    write it from one), so a preempted unit loses at most that many steps. Resuming from any of them gives
+    bit-identical final latents: a checkpoint in front of a DeepCache step also carries the latents of the
+    full step that filled the cache, and the resumed run recomputes the cache with one forward.
     `progress(steps_done, num_steps)` is called after every step.
     """
     if checkpoint_every is not None and checkpoint_every < 1:
@@ -101,18 +136,25 @@ def sample(
     schedule = FlowMatchSchedule.create(options.num_steps, options.shift, reverse=options.reverse)
     batch = conditioning.cond.batch
     shape = (batch, model.config.in_channels, *conditioning.latent_size)
+    kinds = step_kinds(options)
 
     # the sampler's own generator: the Euler solver draws nothing after the initial noise, but a resumed
     # run restores it so that any random draw would continue exactly where it stopped
     rng = torch.Generator(device="cpu").manual_seed(options.seed)
+    # the input latents of the last STORE step, for a checkpoint in front of a REUSE step
+    cache_latents: Tensor | None = None
+    cache_step: int | None = None
     if resume_from is None:
         latents = initial_noise(shape, options.seed, device=device)
         start = 0
     else:
-        _check_resume(resume_from, options, schedule, shape)
+        _check_resume(resume_from, options, schedule, shape, kinds)
         latents = resume_from.latents.to(device=device, dtype=torch.float32)
         start = resume_from.step_index
-        rng.set_state(resume_from.rng_state)
+        _restore_rng(rng, resume_from.rng_state)
+        if resume_from.cache_latents is not None and resume_from.cache_step is not None:
+            cache_latents = resume_from.cache_latents.to(device=device, dtype=torch.float32)
+            cache_step = resume_from.cache_step
 
     # this rank's model batch: all branches, or its own one under CFG-parallel
     mine = [branches[layout.cfg_index]] if layout.cfg_parallel else branches
@@ -126,15 +168,24 @@ def sample(
             release_rounding=options.embedded_guidance_release_rounding,
         ).to(device)
     denoiser = Denoiser(model, layout.sp)
-    kinds = step_kinds(options)
     last_ckpt = start
 
-    for i in range(start, options.num_steps):
-        x = latents.repeat(len(mine), *([1] * (latents.ndim - 1)))
-        t = schedule.timesteps[i].expand(model_batch).to(device)
-        v = denoiser(
-            x, t, inputs, guidance=guidance, audio_strength=conditioning.audio_strength, kind=kinds[i]
+    def evaluate(step: int, step_latents: Tensor) -> Tensor:
+        x = step_latents.repeat(len(mine), *([1] * (step_latents.ndim - 1)))
+        t = schedule.timesteps[step].expand(model_batch).to(device)
+        return denoiser(
+            x, t, inputs, guidance=guidance, audio_strength=conditioning.audio_strength, kind=kinds[step]
         )
+
+    if start < options.num_steps and kinds[start] is StepKind.REUSE:
+        # resumed in front of a DeepCache step: refill the cache exactly as the STORE step did
+        assert cache_latents is not None and cache_step is not None
+        evaluate(cache_step, cache_latents)
+
+    for i in range(start, options.num_steps):
+        if kinds[i] is StepKind.STORE:
+            cache_latents, cache_step = latents, i
+        v = evaluate(i, latents)
         if layout.cfg_parallel:
             parts = [torch.empty_like(v) for _ in range(2)]
             dist.all_gather(parts, v.contiguous(), group=layout.cfg_pair)
@@ -153,12 +204,8 @@ def sample(
         if progress is not None:
             progress(done, options.num_steps)
         due = checkpoint_every is not None and done - last_ckpt >= checkpoint_every
-        if (
-            due
-            and done < options.num_steps
-            and kinds[done] is not StepKind.REUSE
-            and on_checkpoint is not None
-        ):
+        if due and done < options.num_steps and on_checkpoint is not None:
+            before_reuse = kinds[done] is StepKind.REUSE
             on_checkpoint(
                 StepCheckpoint(
                     latents=latents.detach().cpu().clone(),
@@ -166,6 +213,10 @@ def sample(
                     schedule=schedule.state(),
                     rng_state=rng.get_state(),
                     options_digest=options.digest(),
+                    cache_latents=cache_latents.detach().cpu().clone()
+                    if before_reuse and cache_latents is not None
+                    else None,
+                    cache_step=cache_step if before_reuse else None,
                 )
             )
             last_ckpt = done

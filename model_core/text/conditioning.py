@@ -22,12 +22,12 @@ class TextConditioning:
     pooled: torch.Tensor
 
     def __post_init__(self) -> None:
-        b, length = self.states.shape[:2]
-        if self.states.ndim != 3 or tuple(self.mask.shape) != (b, length):
+        if self.states.ndim != 3 or tuple(self.mask.shape) != tuple(self.states.shape[:2]):
             raise ValueError(
                 f"states must be [B, L, D] and mask [B, L]; got {tuple(self.states.shape)} and "
                 f"{tuple(self.mask.shape)}"
             )
+        b = self.states.shape[0]
         if self.pooled.ndim != 2 or self.pooled.shape[0] != b:
             raise ValueError(f"pooled must be [B={b}, D2], got {tuple(self.pooled.shape)}")
 

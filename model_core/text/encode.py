@@ -9,6 +9,7 @@ import numpy as np
 from model_core.text.clip import ClipPooledEncoder
 from model_core.text.conditioning import TextConditioning
 from model_core.text.llava import LlavaTextEncoder
+from model_core.text.templates import NEGATIVE_SUBJECT_WORD
 
 
 def encode_prompt(
@@ -35,7 +36,10 @@ def encode_negative(
     clip: ClipPooledEncoder,
     negative_prompt: str,
     subject_words: Sequence[str] = (),
+    negative_word: str | None = NEGATIVE_SUBJECT_WORD,
 ) -> TextConditioning:
-    """The unconditional branch: the negative prompt with white identity images and image tokens dropped."""
-    states = llava.encode_unconditional([negative_prompt], subject_words)
+    """The unconditional branch: the negative prompt with one `"\\nThe person looks like<image>"` suffix per
+    subject (as released; `negative_word=None` repeats the subject words), white identity images, image tokens
+    dropped."""
+    states = llava.encode_unconditional([negative_prompt], subject_words, negative_word)
     return TextConditioning(states.states, states.mask, clip.encode([negative_prompt]))

@@ -21,6 +21,10 @@ Text mask (`ImageMaskMode`):
   tokens but keeps one `<image>` slot per subject.
 * CLEAN: the mask marks exactly the text and image positions. Unconditional branch: every image position is
   masked and the remaining valid tokens are moved to the front, so the valid tokens stay a prefix.
+
+The unconditional (negative) branch writes its identity suffixes with the word "person", one per subject, as
+the release tokenizes the negative prompt with `text2tokens`' default `name='person'` (the subject word goes
+to the conditional branch only); `encode_unconditional(..., negative_word=None)` uses the subject words.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch import nn
 
 from model_core.text.templates import (
     IMAGE_TOKEN,
+    NEGATIVE_SUBJECT_WORD,
     TEXT_LEN,
     VIDEO_TEMPLATE,
     PromptTemplate,
@@ -215,10 +220,12 @@ class LlavaTextEncoder:
 
     @property
     def supports_images(self) -> bool:
+        """True for a full LLaVA (identity images allowed), False for a bare language model (T2V)."""
         return self._vision is not None
 
     @property
     def max_length(self) -> int:
+        """The tokenizer's max length: text_len + crop_start (351 for the released template)."""
         return self.text_len + self.template.crop_start
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
@@ -315,10 +322,20 @@ class LlavaTextEncoder:
         """LLaVA pixels [1, K, 3, S, S] for K identity images (RGB uint8 arrays)."""
         return torch.stack([llava_pixels(img, self.image_size) for img in images])[None]  # type: ignore[arg-type]
 
-    def encode_unconditional(self, prompts: Sequence[str], subject_words: Sequence[str] = ()) -> LlavaStates:
-        """The negative branch: the same identity suffixes with all-white images, image tokens dropped."""
+    def encode_unconditional(
+        self,
+        prompts: Sequence[str],
+        subject_words: Sequence[str] = (),
+        negative_word: str | None = NEGATIVE_SUBJECT_WORD,
+    ) -> LlavaStates:
+        """The negative branch: one identity suffix per subject with an all-white image, image tokens dropped.
+
+        The suffixes say `negative_word` ("person", the release's default for the negative prompt) once per
+        entry of `subject_words`, whose words are not used; `negative_word=None` writes the subject words instead.
+        """
         if not subject_words:
             return self.encode(prompts)
+        words = list(subject_words) if negative_word is None else [negative_word] * len(subject_words)
         white = llava_pixels(white_image(self.image_size, self.image_size), self.image_size)
-        pixels = white[None, None].expand(len(prompts), len(subject_words), *white.shape)
-        return self.encode(prompts, subject_words, pixels, unconditional=True)
+        pixels = white[None, None].expand(len(prompts), len(words), *white.shape)
+        return self.encode(prompts, words, pixels, unconditional=True)

@@ -73,6 +73,8 @@ class RewriteBackendError(RuntimeError):
 
 
 class RewriteBackendName(str, Enum):
+    """The rewrite backends `make_rewriter` builds by name."""
+
     OPENAI = "openai"
     TRANSFORMERS = "transformers"
     NONE = "none"
@@ -111,7 +113,9 @@ class ChatBackend(Protocol):
 
     name: str
 
-    def complete(self, messages: list[dict[str, str]]) -> str: ...
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        """The answer; `RewriteBackendError` when the backend gives none."""
+        ...
 
 
 def _word_present(word: str, text: str) -> bool:
@@ -300,6 +304,7 @@ class PromptRewriter:
 
     @property
     def backend_name(self) -> str:
+        """The backend's name (`none` when there is no backend)."""
         return self.backend.name if self.backend is not None else RewriteBackendName.NONE.value
 
     def rewrite(self, prompt: str, subject_words: Sequence[str] = ()) -> RewriteResult:
@@ -323,7 +328,11 @@ def make_rewriter(
 ) -> PromptRewriter:
     """A rewriter for a backend by name. `openai` takes OpenAIChatBackend's arguments (base_url, model, ...);
     `transformers` takes `path` and TransformersChatBackend.from_pretrained's; `none` takes none."""
-    name = RewriteBackendName(backend)
+    try:
+        name = RewriteBackendName(backend)
+    except ValueError:
+        known = ", ".join(repr(b.value) for b in RewriteBackendName)
+        raise ValueError(f"unknown rewrite backend {backend!r}; use one of {known}") from None
     if name is RewriteBackendName.NONE:
         if options:
             raise ValueError(f"backend 'none' takes no options, got {sorted(options)}")

@@ -59,6 +59,9 @@ IMAGE_TEMPLATE = PromptTemplate(
 # speaks of a <SEP> token, as in the released code.
 IDENTITY_SUFFIX = "\nThe {word} looks like<image>"
 DEFAULT_SUBJECT_WORD = "object"
+# the word of the negative (unconditional) branch's suffix: the release's `text2tokens(..., name='person')`
+# default, which the negative prompt is tokenized with whatever the subject is
+NEGATIVE_SUBJECT_WORD = "person"
 IMAGE_TOKEN = "<image>"
 
 # the tokenizer's max length is text_len + crop_start

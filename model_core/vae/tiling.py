@@ -75,10 +75,15 @@ class TileArithmetic:
         rs, rt, o = config.spatial_compression_ratio, config.temporal_compression_ratio, tiling.overlap
         size, frames = tiling.tile_sample_size, tiling.tile_sample_frames
         hint = "e.g. TilingConfig(tile_sample_size=256, tile_sample_frames=64, overlap=0.25), the official tiling"
-        if size % rs or frames % rt:
+        if tiling.spatial and size % rs:
             raise ValueError(
-                f"tile_sample_size {size} must be a multiple of the spatial compression {rs} and "
-                f"tile_sample_frames {frames} a multiple of the temporal compression {rt}; {hint}"
+                f"tile_sample_size {size} must be a multiple of the spatial compression {rs}, e.g. "
+                f"{max(size // rs, 1) * rs}; {hint}"
+            )
+        if tiling.temporal and frames % rt:
+            raise ValueError(
+                f"tile_sample_frames {frames} must be a multiple of the temporal compression {rt}, e.g. "
+                f"{max(frames // rt, 1) * rt}; {hint}"
             )
         lt, ltt = size // rs, frames // rt
         a = cls(
@@ -99,19 +104,41 @@ class TileArithmetic:
             latent_blend_t=int(ltt * o),
             latent_keep_t=ltt - int(ltt * o),
         )
-        # each tile keeps exactly one stride of output; otherwise tiles overlap or leave gaps in the result
-        checks = [
-            ("spatial decode", a.latent_stride >= 1 and a.latent_stride * rs == a.pixel_keep),
-            ("temporal decode", a.latent_stride_t >= 1 and a.latent_stride_t * rt == a.frame_keep),
-            ("spatial encode", a.pixel_stride % rs == 0 and a.pixel_stride // rs == a.latent_keep >= 1),
-            ("temporal encode", a.frame_stride % rt == 0 and a.frame_stride // rt == a.latent_keep_t >= 1),
-        ]
-        bad = [name for name, ok in checks if not ok]
+        # each tile keeps exactly one stride of output; otherwise tiles overlap or leave gaps in the result.
+        # Only the axes the tiling splits are checked: a temporal-only tiling may have any tile size, and so on.
+        ls, lst, ps, fs = a.latent_stride, a.latent_stride_t, a.pixel_stride, a.frame_stride
+        checks = []
+        if tiling.spatial:
+            checks.append(
+                (
+                    ls >= 1 and ls * rs == a.pixel_keep,
+                    f"spatial decode: stride {ls} latents = {ls * rs} px, keep {a.pixel_keep} px",
+                )
+            )
+            checks.append(
+                (
+                    ps % rs == 0 and ps // rs == a.latent_keep >= 1,
+                    f"spatial encode: stride {ps} px = {ps / rs:g} latents, keep {a.latent_keep} latents",
+                )
+            )
+        if tiling.temporal:
+            checks.append(
+                (
+                    lst >= 1 and lst * rt == a.frame_keep,
+                    f"temporal decode: stride {lst} latents = {lst * rt} frames, keep {a.frame_keep} frames",
+                )
+            )
+            checks.append(
+                (
+                    fs % rt == 0 and fs // rt == a.latent_keep_t >= 1,
+                    f"temporal encode: stride {fs} frames = {fs / rt:g} latents, keep {a.latent_keep_t} latents",
+                )
+            )
+        bad = [detail for ok, detail in checks if not ok]
         if bad:
             raise ValueError(
-                f"tiling {tiling} cannot cover the input: for {', '.join(bad)} the kept part of a tile is not one "
-                f"stride (decode: stride {a.latent_stride} latents vs keep {a.pixel_keep} px, temporal stride "
-                f"{a.latent_stride_t} latents vs keep {a.frame_keep} frames). Choose tile sizes whose latent size "
+                f"tiling {tiling} cannot cover the input: the kept part of a tile must be exactly one stride "
+                f"and the stride at least one latent ({'; '.join(bad)}). Choose tile sizes whose latent size "
                 f"times (1 - overlap) is a whole number, {hint}"
             )
         return a

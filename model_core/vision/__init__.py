@@ -9,7 +9,7 @@ from model_core.vision.edit_video import (
     load_edit_video,
     rgb_to_gray,
 )
-from model_core.vision.identity import identity_latents, identity_pixels
+from model_core.vision.identity import identity_latents, identity_pixels, white_identity_latents
 from model_core.vision.image import (
     CLIP_MEAN,
     CLIP_STD,
@@ -20,16 +20,27 @@ from model_core.vision.image import (
     to_unit_range,
     white_image,
 )
-from model_core.vision.latents import VAE_SCALING_FACTOR, LatentDistribution, VideoEncoder, encode_sample
+from model_core.vision.latents import (
+    OFFICIAL_TILING,
+    VAE_SCALING_FACTOR,
+    LatentDistribution,
+    Tiling,
+    VideoEncoder,
+    encode_sample,
+    official_tiling,
+    resolve_tiling,
+)
 from model_core.vision.morphology import ellipse_kernel, expand_mask
 
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "OFFICIAL_TILING",
     "VAE_SCALING_FACTOR",
     "EditVideo",
     "EditVideoError",
     "LatentDistribution",
+    "Tiling",
     "VideoEncoder",
     "binarize_mask",
     "edit_pixels",
@@ -41,10 +52,13 @@ __all__ = [
     "identity_pixels",
     "llava_pixels",
     "load_edit_video",
+    "official_tiling",
     "pad_to_size",
     "resize_bilinear",
+    "resolve_tiling",
     "rgb_to_gray",
     "to_clip_pixels",
     "to_unit_range",
+    "white_identity_latents",
     "white_image",
 ]

@@ -12,7 +12,13 @@ import torch
 
 from model_core.io import probe_video, read_video_frames
 from model_core.vision.image import resize_bilinear, to_unit_range
-from model_core.vision.latents import VAE_SCALING_FACTOR, VideoEncoder, encode_sample
+from model_core.vision.latents import (
+    OFFICIAL_TILING,
+    VAE_SCALING_FACTOR,
+    Tiling,
+    VideoEncoder,
+    encode_sample,
+)
 from model_core.vision.morphology import expand_mask
 
 MASK_THRESHOLD = 127.5
@@ -33,6 +39,7 @@ class EditVideo:
 
     @property
     def n_frames(self) -> int:
+        """Frames of the video (4k+1)."""
         return int(self.frames.shape[0])
 
     @property
@@ -42,13 +49,27 @@ class EditVideo:
 
 
 def rgb_to_gray(frames: np.ndarray) -> np.ndarray:
-    """BT.601 luma of RGB uint8 [..., 3] with OpenCV's 14-bit fixed-point rounding, uint8 [...]."""
+    """Gray levels of RGB uint8 mask frames [..., 3] as the release computes them, uint8 [...].
+
+    The release reads RGB frames (decord) and converts them with `cv2.cvtColor(mask, cv2.COLOR_BGR2GRAY)`,
+    so OpenCV's BT.601 14-bit fixed-point weights land on swapped channels:
+    (R * 1868 + G * 9617 + B * 4899 + 8192) >> 14. Gray and black-and-white masks are unaffected.
+    """
+    if frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise EditVideoError(
+            f"mask frames must be RGB uint8 [..., 3], got dtype {frames.dtype} shape {tuple(frames.shape)}"
+        )
     f = frames.astype(np.int32)
-    return ((f[..., 0] * 4899 + f[..., 1] * 9617 + f[..., 2] * 1868 + 8192) >> 14).astype(np.uint8)
+    # Note: R and B swapped relative to BT.601 on RGB; the release applies BGR2GRAY to RGB frames
+    return ((f[..., 0] * 1868 + f[..., 1] * 9617 + f[..., 2] * 4899 + 8192) >> 14).astype(np.uint8)
 
 
 def binarize_mask(mask_frames: np.ndarray, threshold: float = MASK_THRESHOLD) -> torch.Tensor:
-    """Mask-video frames RGB uint8 [F, H, W, 3] -> bool [F, H, W]: gray > threshold."""
+    """Mask-video frames RGB uint8 [F, H, W, 3] -> bool [F, H, W]: gray (`rgb_to_gray`) > threshold.
+
+    The release expands the gray mask before thresholding it; a flat dilation or erosion is a running max or
+    min, which commutes with a threshold, so thresholding first and expanding the binary mask is the same.
+    """
     return torch.from_numpy(rgb_to_gray(mask_frames) > threshold)
 
 
@@ -130,14 +151,11 @@ def edit_video_condition(
     edit: EditVideo,
     generator: torch.Generator | None = None,
     scaling_factor: float = VAE_SCALING_FACTOR,
+    tiling: Tiling = OFFICIAL_TILING,
 ) -> torch.Tensor:
     """`bg_latents` [1, 2C, T, H/8, W/8]: scaled VAE samples of the masked video and of the mask, concatenated
-    on channels (masked video first)."""
+    on channels (masked video first), both tiled as the release (`model_core.vision.latents`)."""
     masked, mask_video = edit_pixels(edit.frames, edit.mask)
-    param = next(iter(getattr(vae, "parameters", lambda: iter(()))()), None)
-    if param is not None:
-        masked = masked.to(device=param.device, dtype=param.dtype)
-        mask_video = mask_video.to(device=param.device, dtype=param.dtype)
-    video_latents = encode_sample(vae, masked, generator, scaling_factor)
-    mask_latents = encode_sample(vae, mask_video, generator, scaling_factor)
+    video_latents = encode_sample(vae, masked, generator, scaling_factor, tiling)
+    mask_latents = encode_sample(vae, mask_video, generator, scaling_factor, tiling)
     return torch.cat([video_latents, mask_latents], dim=1)

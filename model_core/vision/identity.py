@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model_core.vision.image import pad_to_size, to_unit_range
-from model_core.vision.latents import VAE_SCALING_FACTOR, VideoEncoder, encode_sample
+from model_core.vision.image import pad_to_size, to_unit_range, white_image
+from model_core.vision.latents import (
+    OFFICIAL_TILING,
+    VAE_SCALING_FACTOR,
+    Tiling,
+    VideoEncoder,
+    encode_sample,
+)
 
 
 def identity_pixels(image: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -23,11 +29,22 @@ def identity_latents(
     width: int,
     generator: torch.Generator | None = None,
     scaling_factor: float = VAE_SCALING_FACTOR,
+    tiling: Tiling = OFFICIAL_TILING,
 ) -> torch.Tensor:
     """Reference latents [1, C, 1, H/8, W/8] of one identity image: a scaled VAE *sample* (the release samples
-    the distribution here rather than taking its mode, so a seed changes them)."""
-    pixels = identity_pixels(image, height, width)
-    param = next(iter(getattr(vae, "parameters", lambda: iter(()))()), None)
-    if param is not None:
-        pixels = pixels.to(device=param.device, dtype=param.dtype)
-    return encode_sample(vae, pixels, generator, scaling_factor)
+    the distribution here rather than taking its mode, so a seed changes them), tiled as the release
+    (`model_core.vision.latents`)."""
+    return encode_sample(vae, identity_pixels(image, height, width), generator, scaling_factor, tiling)
+
+
+def white_identity_latents(
+    vae: VideoEncoder,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    scaling_factor: float = VAE_SCALING_FACTOR,
+    tiling: Tiling = OFFICIAL_TILING,
+) -> torch.Tensor:
+    """The unconditional reference latents of identity guidance (`ip_cfg_scale > 0`): the same encode of an
+    all-white height x width image (every pixel 1.0 in [-1, 1], the release's `ones_like(ref)`)."""
+    return identity_latents(vae, white_image(height, width), height, width, generator, scaling_factor, tiling)

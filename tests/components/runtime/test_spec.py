@@ -139,9 +139,27 @@ def test_parse_model_ref() -> None:
     assert parse_model_ref("hunyuan-vae@production") == ModelRef("hunyuan-vae", alias="production")
     assert parse_model_ref("hunyuan-vae/12") == ModelRef("hunyuan-vae", version=12)
     assert str(parse_model_ref("hunyuan-vae/12")) == "hunyuan-vae/12"
-    for bad in ("hunyuan-vae", "hunyuan-vae@", "hunyuan-vae/0", "Hunyuan@x", "a@b/1"):
-        with pytest.raises(ValueError, match="must be 'name@alias' or 'name/version'"):
+    # the registry's parser: what a campaign accepts is what `plan` can resolve
+    from components.runtime import registry
+
+    assert ModelRef is registry.ModelRef
+    for bad, needle in [
+        ("hunyuan-vae", "neither 'name@alias'"),
+        ("a@b/1", "neither 'name@alias'"),
+        ("hunyuan-vae@", "model alias '' is invalid"),
+        ("hunyuan-vae/0", "positive integer"),
+        ("hunyuan-vae@latest", "reserved by MLflow"),
+        ("hunyuan-vae@v2", "reserved by MLflow"),
+        ("hunyuan vae@production", "model name 'hunyuan vae' is invalid"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
             parse_model_ref(bad)
+
+
+def test_model_refs_are_stored_in_canonical_form(tmp_path: Path) -> None:
+    data = {**minimal(), "models": {"vae": " models:/hunyuan-vae@production ", "foley": "hunyuanvideo-foley/2"}}
+    campaign = load_campaign(write(tmp_path, data))
+    assert (campaign.models.vae, campaign.models.foley) == ("hunyuan-vae@production", "hunyuanvideo-foley/2")
 
 
 def test_missing_file_is_a_campaign_error(tmp_path: Path) -> None:

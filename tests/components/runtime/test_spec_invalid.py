@@ -113,7 +113,10 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
     ("variants-absurd", job(variants=100), "jobs[0].variants", "must be <= 16 (1 to 16 videos per job)"),
     ("schedule-6-fields", top(schedule="0 0 6 * * 1"), "schedule", "has 6 fields; write a 5-field crontab"),
     ("schedule-bad-minute", top(schedule="61 6 * * *"), "schedule", "schedule field minute '61' is invalid"),
-    ("model-ref", top(models={"vae": "hunyuan-vae"}), "models.vae", "must be 'name@alias' or 'name/version'"),
+    ("model-ref", top(models={"vae": "hunyuan-vae"}), "models.vae",
+     "is neither 'name@alias' (e.g. 'hunyuancustom-dit@production') nor 'name/version'"),
+    ("model-ref-reserved-alias", top(models={"dit": {"image": "hunyuancustom-dit@latest"}}), "models.dit.image",
+     "'latest' and 'v<number>' are reserved by MLflow"),
     ("no-jobs", top(jobs=[]), "jobs", "must have at least 1 item(s)"),
     ("output-prefix", top(output_prefix="../up"), "output_prefix", "lowercase key segments separated by '/'"),
 ]

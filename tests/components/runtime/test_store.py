@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -509,3 +510,92 @@ def test_settings_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     ]:
         with pytest.raises(SettingsError, match=variable):
             RuntimeSettings.from_env(bad)
+
+
+class CuttingProxy:
+    """A TCP relay to the S3 server that cuts the first connection whose answer passes ``cut_after`` bytes.
+
+    It plays a network that drops a download mid-way; the S3 server behind it is the real one.
+    """
+
+    def __init__(self, upstream_port: int, cut_after: int) -> None:
+        self.upstream_port = upstream_port
+        self.cut_after = cut_after
+        self.cuts = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if answers:
+                    sent += len(data)
+                    with self._lock:
+                        cut = sent > self.cut_after and self.cuts == 0
+                        self.cuts += cut
+                    if cut:
+                        break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+
+
+def test_download_cut_mid_stream_is_retried_from_the_start(s3_server, tmp_path: Path) -> None:
+    proxy = CuttingProxy(s3_server.port, cut_after=2 * MiB)
+    try:
+        store = S3Store.connect(
+            f"127.0.0.1:{proxy.port}",
+            s3_server.new_bucket_name(),
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
+            secure=False,
+            retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1),
+        )
+        store.ensure_bucket()
+        data = os.urandom(8 * MiB)
+        info = store.put_bytes("c1/u1/video.mp4", data)  # small answers: never cut
+        assert proxy.cuts == 0
+        assert info.etag is not None and "-" not in info.etag  # below part_size: one PUT, not multipart
+        assert store.get_bytes("c1/u1/video.mp4") == data
+        assert proxy.cuts == 1  # the first download really was cut off, and the retry completed
+        proxy.cuts = 0
+        dest = tmp_path / "video.mp4"
+        store.get_file("c1/u1/video.mp4", dest)
+        assert proxy.cuts == 1 and dest.read_bytes() == data
+        assert [p.name for p in tmp_path.iterdir()] == ["video.mp4"]  # no partial download left
+    finally:
+        proxy.close()
+
+
+def test_anonymous_read_refused_names_the_credentials(s3_server) -> None:
+    bucket = s3_server.new_bucket_name()
+    # moto, like a private MinIO bucket, refuses anonymous reads of an object written anonymously
+    anonymous = S3Store.connect(s3_server.endpoint, bucket, secure=False, retry=RetryPolicy(attempts=1))
+    anonymous.ensure_bucket()
+    anonymous.put_bytes("c1/x.bin", b"x")
+    with pytest.raises(
+        StoreConfigError, match=r"refused get 'c1/x\.bin' \(HTTP 403\).*ADRENDER_S3_ACCESS_KEY"
+    ):
+        anonymous.get_bytes("c1/x.bin")

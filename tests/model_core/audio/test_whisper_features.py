@@ -127,6 +127,26 @@ def test_frame_limit_of_one_whisper_window() -> None:
         prepare_audio(sine(40, 16000).astype(np.float32), 749)
 
 
+def test_bad_sample_arrays_and_batches(whisper: WhisperAudioEncoder) -> None:
+    with pytest.raises(AudioInputError, match=r"mono \[S\] at 16000 Hz, got shape \(16000, 2\)"):
+        prepare_audio(np.zeros((16000, 2), np.float32) + 0.5, 25)
+    with pytest.raises(AudioInputError, match="no audio samples"):
+        prepare_audio(np.zeros(0, np.float32), 25)
+    with pytest.raises(AudioInputError, match="NaN"):
+        prepare_audio(np.full(16000, np.nan, np.float32), 25)
+    with pytest.raises(AudioInputError, match="n_video_frames must be >= 1"):
+        prepare_audio(sine(1.0, 16000).astype(np.float32), 0)
+    a = prepare_audio(sine(1.0, 16000).astype(np.float32), 25)
+    b = prepare_audio(sine(1.0, 16000).astype(np.float32), 17)
+    with pytest.raises(AudioInputError, match="same number of video frames"):
+        whisper.encode([a, b])
+
+
+def test_frame_windows_need_enough_encoder_frames() -> None:
+    with pytest.raises(AudioInputError, match="5 frames need 18 encoder frames, have 14"):
+        frame_windows(torch.zeros(1, 10, 2, 3), n_video_frames=5, n_audio_frames=5)
+
+
 # --- windows -----------------------------------------------------------------------------------------------------
 
 
@@ -184,6 +204,12 @@ def test_whisper_folder_round_trip(tmp_path: Path, whisper: WhisperAudioEncoder)
     model.encoder.load_state_dict(whisper.encoder.state_dict())
     model.save_pretrained(tmp_path / "whisper-tiny")
     whisper.feature_extractor.save_pretrained(tmp_path / "whisper-tiny")
-    loaded = WhisperAudioEncoder.from_pretrained(tmp_path / "whisper-tiny", dtype=torch.float32)
+    loaded = WhisperAudioEncoder.from_pretrained(tmp_path / "whisper-tiny")  # fp32 by default, as released
+    assert {p.dtype for p in loaded.encoder.parameters()} == {torch.float32}
     path = write_wav(tmp_path / "a.wav", sine(1.0, 16000, 500), 16000)
-    torch.testing.assert_close(loaded.encode_file(path, 25).features, whisper.encode_file(path, 25).features)
+    features = loaded.encode_file(path, 25).features
+    assert features.dtype == torch.float32
+    torch.testing.assert_close(features, whisper.encode_file(path, 25).features)
+
+    half = WhisperAudioEncoder.from_pretrained(tmp_path / "whisper-tiny", dtype=torch.bfloat16)
+    assert half.encode_file(path, 25).features.dtype == torch.float32  # features are handed on in fp32

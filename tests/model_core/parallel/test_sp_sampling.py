@@ -1,4 +1,5 @@
-"""Sampling on spawned gloo worlds equals sampling on one process (Ulysses split, CFG-parallel, resume).
+"""Sampling on spawned gloo worlds equals sampling on one process (Ulysses split, CFG-parallel, DeepCache,
+resume).
 
 One world per test: every check runs inside it, so the interpreter start-up is paid once.
 """
@@ -114,6 +115,16 @@ def _world(rank: int, world: int, steps: int) -> dict[str, float]:
             resumed = sample(model, cond, opts, group=group, resume_from=ckpts[0])
             out["resume_exact/image"] = float(torch.equal(resumed, parallel))
             out["resume_ckpts"] = float(len(ckpts))
+            # DeepCache at 30 steps on shards equals one process; resuming in front of a cached step
+            # (step 12, the cache rebuilt on the shards from step 10's latents) is bit-exact
+            dc_opts = default_options(mode, deepcache=True)
+            dc_ckpts: list[StepCheckpoint] = []
+            dc_parallel = sample(model, cond, dc_opts, group=group, checkpoint_every=12,
+                                 on_checkpoint=dc_ckpts.append)  # fmt: skip
+            out["deepcache/image"] = _rel(dc_parallel, sample(model, cond, dc_opts))
+            out["deepcache_resume_cache_step"] = float(dc_ckpts[0].cache_step or -1)
+            dc_resumed = sample(model, cond, dc_opts, group=group, resume_from=dc_ckpts[0])
+            out["deepcache_resume_exact/image"] = float(torch.equal(dc_resumed, dc_parallel))
     return out
 
 
@@ -122,13 +133,15 @@ def _check(results: list[dict[str, float]], steps: int) -> None:
     for res in results:
         assert res.keys() == first.keys()
         for key, value in res.items():
-            if key.startswith(("sp/", "cfg_parallel/", "deepcache_reuse/")):
+            if key.startswith(("sp/", "cfg_parallel/", "deepcache_reuse/", "deepcache/")):
                 assert value < 1e-5, (key, value)
         for mode in ("t2v", "image", "audio", "editing"):
             assert res[f"local_tokens/{mode}"] == -(-27 // len(results))
         assert res["volume_a2a_match"] == 1.0 and res["volume_gather_match"] == 1.0
         assert res["resume_exact/image"] == 1.0
         assert res["resume_ckpts"] == (steps - 1) // 2
+        assert res["deepcache_resume_cache_step"] == 10.0
+        assert res["deepcache_resume_exact/image"] == 1.0
     assert {k.split("/")[1] for k in first if k.startswith("sp/")} == {"t2v", "image", "audio", "editing"}
 
 

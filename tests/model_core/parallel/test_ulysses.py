@@ -70,35 +70,20 @@ def _world_checks(rank: int, world: int, img_len: int, heads: int) -> dict[str, 
     out["heads"] = (gather_heads(slice_heads(txt_q, sp), sp) - txt_q).abs().max().item()
     out["gather"] = (shard.gather(local, sp) - img_q).abs().max().item()
 
-    # joint attention with split padding and text padding equals the single-process result
+    # joint attention with split padding and text padding equals the single-process result, for the
+    # reference and for the model's own attention backend behind the same wrapper
     ref_img, ref_txt = segment_attention(img_q, img_k, img_v, txt_q, txt_k, txt_v, [5, 3])
-    attn = UlyssesJointAttention(segment_attention, sp)
-    sp_img, sp_txt = attn(
-        shard.shard(img_q),
-        shard.shard(img_k),
-        shard.shard(img_v),
-        txt_q,
-        txt_k,
-        txt_v,
-        [5, 3],
-        img_valid_len=img_len,
-    )
-    out["attn_img"] = ((shard.gather(sp_img, sp) - ref_img).norm() / ref_img.norm()).item()
-    out["attn_txt"] = ((sp_txt - ref_txt).norm() / ref_txt.norm()).item()
-    # the model's own attention backend behind the same wrapper
-    attn = UlyssesJointAttention(SdpaJointAttention(), sp)
-    sp_img, sp_txt = attn(
-        shard.shard(img_q),
-        shard.shard(img_k),
-        shard.shard(img_v),
-        txt_q,
-        txt_k,
-        txt_v,
-        [5, 3],
-        img_valid_len=img_len,
-    )
-    out["sdpa_img"] = ((shard.gather(sp_img, sp) - ref_img).norm() / ref_img.norm()).item()
-    out["sdpa_txt"] = ((sp_txt - ref_txt).norm() / ref_txt.norm()).item()
+    for name, inner in (("attn", segment_attention), ("sdpa", SdpaJointAttention())):
+        sp_img, sp_txt = UlyssesJointAttention(inner, sp)(
+            *(shard.shard(t) for t in (img_q, img_k, img_v)),
+            txt_q,
+            txt_k,
+            txt_v,
+            [5, 3],
+            img_valid_len=img_len,
+        )
+        out[f"{name}_img"] = ((shard.gather(sp_img, sp) - ref_img).norm() / ref_img.norm()).item()
+        out[f"{name}_txt"] = ((sp_txt - ref_txt).norm() / ref_txt.norm()).item()
 
     try:
         seq_to_heads(local[:, :, :3], sp)

@@ -92,9 +92,23 @@ def test_cfg_and_identity_guidance_formulas() -> None:
     # identity branch equal to the text branch: plain CFG
     assert torch.allclose(identity_cfg_combine(u, t, t, 7.5, 3.0), cfg_combine(u, t, 7.5))
     assert torch.allclose(identity_cfg_combine(u, t, i, 7.5, 2.0), u + 7.5 * (t - u) + 2.0 * (i - t))
+
+
+def test_identity_scale_follows_the_release_decrement() -> None:
+    """HunyuanCustom: start_scale -= (ip - 1) / (N - 1 + 1e-3) after every step, from ip at step 0."""
+    for ip, n in ((3.0, 30), (4.0, 50), (2.5, 3)):
+        release, start = [], ip
+        step_scale = (start - 1.0) / (n - 1 + 1e-3)
+        for _ in range(n):
+            release.append(start)
+            start -= step_scale
+        assert [identity_scale_at(i, n, ip) for i in range(n)] == release  # bit for bit
     assert identity_scale_at(0, 30, 4.0) == 4.0
-    assert identity_scale_at(29, 30, 4.0) == 1.0
-    assert identity_scale_at(10, 21, 3.0) == pytest.approx(2.0)
+    assert identity_scale_at(29, 30, 3.0) == pytest.approx(1.0 + 2.0 * 1e-3 / (29 + 1e-3), rel=1e-12)
+    assert identity_scale_at(29, 30, 3.0) > 1.0  # the release never quite reaches 1.0
+    assert identity_scale_at(0, 1, 3.0) == 3.0
+    with pytest.raises(ValueError, match="step 30 is outside 0..29"):
+        identity_scale_at(30, 30, 3.0)
 
 
 def test_mode_defaults_follow_the_releases() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -10,6 +12,7 @@ from transformers import (
     CLIPTextModel,
     CLIPVisionConfig,
     LlamaConfig,
+    LlamaForCausalLM,
     LlavaConfig,
     LlavaForConditionalGeneration,
     PreTrainedTokenizerFast,
@@ -33,7 +36,7 @@ CORPUS = [
     NEGATIVE_PROMPT,
     "A woman in a red coat holds a bottle of shampoo and smiles at the camera in a bright bathroom .",
     "A man and a dog walk along a beach at sunset , the camera follows them slowly .",
-    "The woman looks like The man dog object red panda looks like",
+    "The woman looks like The man dog object person red panda looks like",
     "a cat sleeps",
 ]
 HIDDEN = 32
@@ -172,3 +175,25 @@ def llava_model(llama_tokenizer: PreTrainedTokenizerFast) -> LlavaForConditional
 @pytest.fixture(scope="session")
 def clip_model(clip_tokenizer: PreTrainedTokenizerFast) -> CLIPTextModel:
     return tiny_clip(clip_tokenizer)
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
+    "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_lm(
+    llama_tokenizer: PreTrainedTokenizerFast,
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A random 2-layer Llama chat LM and the tiny tokenizer with a Llama-3-style chat template."""
+    tokenizer = copy.deepcopy(llama_tokenizer)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval(), tokenizer

@@ -68,6 +68,7 @@ def test_identity_text_and_latents_into_dit_with_cfg(encoders, tiny_vae) -> None
     face = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
     pos = encode_prompt(llava, clip, "A woman smiles at the camera .", ["woman"], [face])
     neg = encode_negative(llava, clip, "low quality", ["woman"])
+    assert torch.equal(neg.states, llava.encode_unconditional(["low quality"], ["person"]).states)
     batch = TextConditioning.cat([neg, pos])
     assert batch.states.shape == (2, 256 + 575, 32)
     with torch.no_grad():
@@ -125,3 +126,17 @@ def test_edit_condition_into_dit(encoders, tiny_vae) -> None:
         out = dit(_x(1), torch.tensor([300.0]), **text.dit_kwargs(), video_cond=video_cond)
     assert video_cond.shape == (1, 32, *LATENT)
     assert out.shape == (1, 16, *LATENT) and torch.isfinite(out).all()
+
+
+def test_text_conditioning_rejects_bad_shapes() -> None:
+    states, mask, pooled = torch.zeros(2, 5, 8), torch.ones(2, 5, dtype=torch.long), torch.zeros(2, 4)
+    with pytest.raises(ValueError, match=r"states must be \[B, L, D\] and mask \[B, L\]; got \(5, 8\)"):
+        TextConditioning(states[0], mask, pooled)
+    with pytest.raises(ValueError, match=r"got \(2, 5, 8\) and \(2, 4\)"):
+        TextConditioning(states, mask[:, :4], pooled)
+    with pytest.raises(ValueError, match=r"pooled must be \[B=2, D2\], got \(1, 4\)"):
+        TextConditioning(states, mask, pooled[:1])
+    with pytest.raises(ValueError, match="different lengths"):
+        TextConditioning.cat(
+            [TextConditioning(states, mask, pooled), TextConditioning(states[:, :4], mask[:, :4], pooled)]
+        )

@@ -228,16 +228,46 @@ def test_unconditional_legacy_keeps_one_image_slot(llava_model, llama_tokenizer,
     neg = "low quality"
     out = enc.encode_unconditional([neg], ["woman"])
     n_text = _n_prompt_tokens(
-        llama_tokenizer, video_template, identity_prompt(video_template.format(neg), ["woman"])
+        llama_tokenizer, video_template, identity_prompt(video_template.format(neg), ["person"])
     )
     assert out.states.shape == (1, 256 + EXTRA, 32)
     assert out.mask[0, :n_text].all() and out.mask[0, n_text:].sum() == 0  # text + the <image> slot
 
-    # the all-white image is what the vision tower saw: same as passing it explicitly
+    # the all-white image is what the vision tower saw, and the suffix says "person": same as passing both
     from model_core.vision.image import llava_pixels, white_image
 
     white = llava_pixels(white_image(40, 60))[None, None]
-    torch.testing.assert_close(out.states, enc.encode([neg], ["woman"], white, unconditional=True).states)
+    torch.testing.assert_close(out.states, enc.encode([neg], ["person"], white, unconditional=True).states)
+
+
+def test_unconditional_suffix_says_person_as_released(llava_model, llama_tokenizer, video_template) -> None:
+    """The release tokenizes the negative prompt with `text2tokens`' default name 'person', not the subject."""
+    enc = _encoder(llava_model, llama_tokenizer, video_template)
+    neg = "low quality"
+    person = llama_tokenizer.convert_tokens_to_ids("person")
+    assert person != llama_tokenizer.unk_token_id
+    from model_core.vision.image import llava_pixels, white_image
+
+    white = llava_pixels(white_image(336, 336))[None, None]
+    out = enc.encode_unconditional([neg], ["woman"])
+    as_person = enc.encode([neg], ["person"], white, unconditional=True)
+    assert torch.equal(out.states, as_person.states) and torch.equal(out.mask, as_person.mask)
+    kept = enc.encode_unconditional([neg], ["woman"], negative_word=None)  # the subject word instead
+    assert torch.equal(kept.states, enc.encode([neg], ["woman"], white, unconditional=True).states)
+    assert not torch.allclose(out.states, kept.states)
+
+    # several subjects: one "person" suffix and one white image each
+    two = enc.encode_unconditional([neg], ["man", "dog"])
+    both = enc.encode([neg], ["person", "person"], white.expand(1, 2, -1, -1, -1), unconditional=True)
+    assert torch.equal(two.states, both.states) and torch.equal(two.mask, both.mask)
+    n_text = _n_prompt_tokens(
+        llama_tokenizer, video_template, identity_prompt(video_template.format(neg), ["person"] * 2)
+    )
+    assert two.mask[0, :n_text].all() and two.mask[0, n_text:].sum() == 0
+
+    text = identity_prompt(video_template.format(neg), ["person"])
+    ids = llama_tokenizer(text)["input_ids"]
+    assert llama_tokenizer.convert_ids_to_tokens(ids[-5:]) == ["The", "person", "looks", "like", "<image>"]
 
 
 def test_clean_mode_masks_exact_positions(llava_model, llama_tokenizer, video_template) -> None:
@@ -256,7 +286,9 @@ def test_clean_mode_masks_exact_positions(llava_model, llama_tokenizer, video_te
     legacy = _encoder(llava_model, llama_tokenizer, video_template).encode_unconditional([prompt], words)
     # text before the first image is identical; the second suffix's words follow it directly
     first_image = (
-        n_text - 1 - (len(llama_tokenizer("The dog looks like", add_special_tokens=False)["input_ids"]) + 1)
+        n_text
+        - 1
+        - (len(llama_tokenizer("The person looks like", add_special_tokens=False)["input_ids"]) + 1)
     )
     torch.testing.assert_close(uncond.states[0, :first_image], legacy.states[0, :first_image])
     torch.testing.assert_close(uncond.states[0, first_image], legacy.states[0, first_image + N_IMG])

@@ -12,8 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from model_core.text.rewrite import (
     FEW_SHOT,
@@ -38,7 +36,8 @@ REFUSAL = "I'm sorry, but I can't help with rewriting this prompt."
 
 
 class ScriptedChat(BaseHTTPRequestHandler):
-    """Answers by a keyword in the last user message: GOOD, DROP, REFUSE, SLOW, FLAKY (500 once), QUOTED."""
+    """Answers by a keyword in the last user message: GOOD, DROP, REFUSE, SLOW, FLAKY (503 once), QUOTED,
+    BADREQ (400), MALFORMED (200 without choices)."""
 
     requests: ClassVar[list[dict]] = []
     flaky_seen: ClassVar[set[str]] = set()
@@ -62,6 +61,9 @@ class ScriptedChat(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"error": "bad model"}')
             return
+        if "MALFORMED" in user:
+            self._reply(200, b'{"id": "x", "choices": []}')
+            return
         answer = GOOD
         if "DROP" in user:
             answer = DROPPED
@@ -71,9 +73,11 @@ class ScriptedChat(BaseHTTPRequestHandler):
             answer = f'"{GOOD}"'
         payload = {"id": "x", "object": "chat.completion", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}]}  # fmt: skip
-        data = json.dumps(payload).encode()
+        self._reply(200, json.dumps(payload).encode())
+
+    def _reply(self, status: int, data: bytes) -> None:
         try:
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -163,6 +167,25 @@ def test_client_error_is_not_retried(chat_server: str) -> None:
     assert len(ScriptedChat.requests) == 1
 
 
+def test_malformed_answer_falls_back_without_retry(chat_server: str) -> None:
+    ScriptedChat.requests.clear()
+    result = _rewriter(chat_server, retries=2).rewrite("MALFORMED a woman", ["woman"])
+    assert not result.rewritten and result.prompt == "MALFORMED a woman"
+    assert result.reason is not None and result.reason.startswith(
+        "backend failed: malformed chat-completions"
+    )
+    assert len(ScriptedChat.requests) == 1
+
+
+def test_make_rewriter_names_the_backends() -> None:
+    with pytest.raises(
+        ValueError, match="unknown rewrite backend 'vllm'; use one of 'openai', 'transformers'"
+    ):
+        make_rewriter("vllm")
+    with pytest.raises(ValueError, match="takes no options"):
+        make_rewriter("none", model="m")
+
+
 def test_unreachable_server_falls_back() -> None:
     rewriter = make_rewriter(
         "openai", base_url="http://127.0.0.1:9/v1", model="m", retries=1, backoff_s=0.01, timeout_s=1
@@ -217,24 +240,6 @@ def test_guard(answer: str, words: list[str], reason: str | None) -> None:
 
 
 # --- transformers backend with a tiny random LM ----------------------------------------------------------------------
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
-    "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_chat_lm(llama_tokenizer):
-    tokenizer = copy.deepcopy(llama_tokenizer)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval(), tokenizer
 
 
 def test_transformers_backend_garbage_is_caught(tiny_chat_lm) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 
-from model_core.text import ClipPooledEncoder, LlavaTextEncoder, TransformersChatBackend
+from model_core.text import ClipPooledEncoder, LlavaTextEncoder, TransformersChatBackend, make_rewriter
 
 PROMPT = "A woman in a red coat holds a bottle of shampoo and smiles at the camera in a bright bathroom ."
 
@@ -49,25 +48,15 @@ def test_clip_folder_round_trip(tmp_path: Path, clip_model, clip_tokenizer) -> N
     torch.testing.assert_close(loaded.encode([PROMPT]), ref.encode([PROMPT]))
 
 
-def test_chat_lm_folder_round_trip(tmp_path: Path, llama_tokenizer) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = copy.deepcopy(llama_tokenizer)
-    tok.chat_template = "{% for m in messages %}{{ m['content'] }}<|eot_id|>{% endfor %}"
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "lm")
+def test_chat_lm_folder_round_trip(tmp_path: Path, tiny_chat_lm) -> None:
+    model, tok = tiny_chat_lm
+    model.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
-    backend = TransformersChatBackend.from_pretrained(tmp_path / "lm", dtype=torch.float32, max_new_tokens=4)
-    answer = backend.complete([{"role": "user", "content": "a cat sleeps"}])
+    rewriter = make_rewriter("transformers", path=tmp_path / "lm", dtype=torch.float32, max_new_tokens=4)
+    assert isinstance(rewriter.backend, TransformersChatBackend)
+    messages = [{"role": "user", "content": "a cat sleeps"}]
+    answer = rewriter.backend.complete(messages)
     assert isinstance(answer, str) and len(answer.split()) <= 4
+    assert answer == TransformersChatBackend(model, tok, max_new_tokens=4).complete(messages)  # same weights
+    result = rewriter.rewrite("a cat sleeps", ["cat"])
+    assert result.backend == "transformers" and not result.rewritten  # 4 random tokens: caught by the guard

@@ -130,6 +130,29 @@ def test_hunyuancustom_prefixed_pt_with_official_config(tmp_path: Path) -> None:
     assert load_vae(tmp_path, causal_attention=True).config.mid_block_causal_attn is True
 
 
+@pytest.mark.parametrize(
+    "layout",
+    ["bare", "prefixed", "prefixed_in_state_dict"],  # HunyuanVideo; HunyuanCustom flat; HunyuanCustom wrapped
+)
+def test_released_pt_layouts_load(tmp_path: Path, layout: str) -> None:
+    """HunyuanVideo's `pytorch_model.pt` holds bare keys; HunyuanCustom's holds `vae.`-prefixed ones, possibly
+    under `state_dict` next to other models' keys (HUNYUAN_FACTS §2.7), which are dropped."""
+    vae = random_tiny_vae(seed=6)
+    cfg = dict(OFFICIAL_CONFIG, block_out_channels=[8, 8, 16, 16], layers_per_block=1, norm_num_groups=4)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    state = vae.state_dict()
+    if layout != "bare":
+        state = {f"vae.{k}": v for k, v in state.items()}
+        state["text_encoder.weight"] = torch.zeros(2)  # another model's key in the same file
+    torch.save(
+        {"state_dict": state} if layout == "prefixed_in_state_dict" else state, tmp_path / "pytorch_model.pt"
+    )
+    loaded = load_vae(tmp_path)
+    assert set(loaded.state_dict()) == set(vae.state_dict())
+    for k, v in vae.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
 def test_causal_flag_defaults_to_true_when_absent() -> None:
     assert vae_config_from_dict(OFFICIAL_CONFIG).mid_block_causal_attn is True
     assert vae_config_from_dict({**OFFICIAL_CONFIG, "mid_block_causal_attn": False}).mid_block_causal_attn is False

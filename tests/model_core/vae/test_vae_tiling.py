@@ -142,6 +142,24 @@ def test_tilings_that_cannot_cover_the_input_are_refused(tiling: TilingConfig, m
         plan_decode(TINY, (9, 20, 20), tiling)
 
 
+def test_cover_error_names_the_axis_and_the_numbers() -> None:
+    with pytest.raises(ValueError, match=r"spatial decode: stride 7 latents = 56 px, keep 60 px") as info:
+        plan_decode(TINY, (9, 20, 20), TilingConfig(tile_sample_size=80))
+    assert "temporal decode" not in str(info.value)  # 64-frame tiles at 0.25 are fine
+    with pytest.raises(ValueError, match=r"temporal decode: stride 3 latents = 12 frames, keep 15 frames"):
+        plan_encode(TINY, (9, 160, 160), TilingConfig(tile_sample_frames=20))
+
+
+def test_a_switched_off_axis_is_not_checked() -> None:
+    """Tile sizes of an axis that is not tiled cannot break the result, so they are not refused."""
+    plan = plan_decode(TINY, (9, 20, 20), TilingConfig(tile_sample_size=80, spatial=False))
+    assert not plan.spatial and plan.h_spans == ((0, 20),)
+    plan = plan_decode(TINY, (9, 40, 40), TilingConfig(tile_sample_frames=20, temporal=False))
+    assert not plan.temporal and plan.spatial
+    plan = plan_decode(TINY, (9, 20, 20), TilingConfig(tile_sample_size=100, spatial=False))
+    assert plan.t_spans == ((0, 9),)  # 9 latents fit one 16-latent temporal tile
+
+
 def test_overlap_out_of_range() -> None:
     with pytest.raises(ValueError, match="overlap"):
         TilingConfig(overlap=1.0)

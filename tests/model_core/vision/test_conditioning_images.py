@@ -13,6 +13,7 @@ import torch
 from model_core.io import MediaDecodeError, probe_video, read_image, read_video_frames
 from model_core.vision import (
     VAE_SCALING_FACTOR,
+    EditVideo,
     EditVideoError,
     binarize_mask,
     edit_pixels,
@@ -23,9 +24,12 @@ from model_core.vision import (
     identity_pixels,
     llava_pixels,
     load_edit_video,
+    official_tiling,
     pad_to_size,
     resize_bilinear,
+    resolve_tiling,
     rgb_to_gray,
+    white_identity_latents,
 )
 
 
@@ -130,9 +134,21 @@ def test_erode_shrinks_and_keeps_image_border() -> None:
 def test_threshold_gray_at_127_5() -> None:
     frames = np.zeros((1, 1, 4, 3), np.uint8)
     frames[0, 0] = [[127, 127, 127], [128, 128, 128], [255, 0, 0], [0, 255, 0]]
-    # gray = (4899 R + 9617 G + 1868 B + 8192) >> 14: red 76, green 150
-    assert rgb_to_gray(frames)[0, 0].tolist() == [127, 128, 76, 150]
+    assert rgb_to_gray(frames)[0, 0].tolist() == [127, 128, 29, 150]
     assert binarize_mask(frames)[0, 0].tolist() == [False, True, False, True]
+
+
+def test_coloured_mask_gray_as_release_bgr2gray_on_rgb() -> None:
+    """The release applies cv2.COLOR_BGR2GRAY to RGB frames: gray = (1868 R + 9617 G + 4899 B + 8192) >> 14."""
+    frames = np.array([[[[255, 0, 0], [0, 0, 255], [200, 100, 150], [100, 100, 200]]]], np.uint8)
+    # red:   255 * 1868 = 476340;                       (476340 + 8192) >> 14 = 29
+    # blue:  255 * 4899 = 1249245;                      (1249245 + 8192) >> 14 = 76
+    # (200, 100, 150): 373600 + 961700 + 734850 = 2070150; (+ 8192) >> 14 = 126 -> kept (BT.601 on RGB: 136)
+    # (100, 100, 200): 186800 + 961700 + 979800 = 2128300; (+ 8192) >> 14 = 130 -> masked (BT.601 on RGB: 111)
+    assert rgb_to_gray(frames)[0, 0].tolist() == [29, 76, 126, 130]
+    assert binarize_mask(frames)[0, 0].tolist() == [False, False, False, True]
+    with pytest.raises(EditVideoError, match="RGB uint8"):
+        rgb_to_gray(frames.astype(np.float32))
 
 
 def test_edit_pixels_masked_frame_and_mask_video() -> None:
@@ -266,6 +282,102 @@ def test_identity_latents_are_scaled_samples(tiny_vae) -> None:
     assert a.shape == (1, 16, 1, 4, 6)
     torch.testing.assert_close(a, (dist.mean + dist.std * noise) * 0.476986)
     assert not torch.equal(a, c)
+
+
+class CountingVAE:
+    """The tiny VAE, counting its single-pass encoder calls (one per tile)."""
+
+    def __init__(self, vae) -> None:
+        self.vae, self.config, self.calls = vae, vae.config, 0
+        original = vae.encode_moments
+
+        def counted(x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return original(x)
+
+        self.counted = counted
+
+    def parameters(self):
+        return self.vae.parameters()
+
+    def encode(self, x: torch.Tensor, tiling=None):
+        self.vae.encode_moments = self.counted
+        try:
+            return self.vae.encode(x, tiling=tiling)
+        finally:
+            del self.vae.encode_moments
+
+
+def test_identity_latents_are_tiled_as_released(tiny_vae) -> None:
+    from model_core.vae import TilingConfig
+
+    img = np.random.default_rng(2).integers(0, 256, (40, 300, 3), dtype=np.uint8)
+    vae = CountingVAE(tiny_vae)
+    with torch.no_grad():
+        tiled = identity_latents(vae, img, 32, 288, torch.Generator().manual_seed(5))  # 288 > 256 px: 2 tiles
+        assert vae.calls == 2
+        explicit = tiny_vae.encode(identity_pixels(img, 32, 288), tiling=TilingConfig())
+        noise = torch.randn(explicit.mean.shape, generator=torch.Generator().manual_seed(5))
+        vae.calls = 0
+        one_pass = identity_latents(vae, img, 32, 288, torch.Generator().manual_seed(5), tiling=None)
+        assert vae.calls == 1
+        vae.calls = 0
+        identity_latents(vae, img, 32, 48)  # within one tile: tiling leaves it whole
+        assert vae.calls == 1
+    assert tiled.shape == one_pass.shape == (1, 16, 1, 4, 36)
+    torch.testing.assert_close(tiled, (explicit.mean + explicit.std * noise) * VAE_SCALING_FACTOR)
+    assert not torch.allclose(tiled, one_pass)  # the tiled path really ran (tiles see less context)
+
+
+def test_white_identity_latents_encode_ones(tiny_vae) -> None:
+    with torch.no_grad():
+        white = white_identity_latents(tiny_vae, 32, 48, torch.Generator().manual_seed(6))
+        dist = tiny_vae.encode(torch.ones(1, 3, 1, 32, 48))
+        noise = torch.randn(dist.mean.shape, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(white, (dist.mean + dist.std * noise) * VAE_SCALING_FACTOR)
+
+
+def test_edit_condition_is_tiled_as_released(tiny_vae) -> None:
+    from model_core.vae import TilingConfig
+
+    frames = np.random.default_rng(4).integers(0, 256, (1, 32, 272, 3), dtype=np.uint8)
+    mask = torch.zeros(1, 32, 272, dtype=torch.bool)
+    mask[:, 8:20, 100:200] = True
+    edit = EditVideo(frames=frames, mask=mask)
+    vae = CountingVAE(tiny_vae)
+    with torch.no_grad():
+        cond = edit_video_condition(vae, edit, torch.Generator().manual_seed(0))
+        assert vae.calls == 4  # 2 tiles across 272 px, for the masked video and for the mask
+        masked, mask_video = edit_pixels(frames, mask)
+        g = torch.Generator().manual_seed(0)
+        parts = []
+        for px in (masked, mask_video):
+            d = tiny_vae.encode(px, tiling=TilingConfig())
+            parts.append((d.mean + d.std * torch.randn(d.mean.shape, generator=g)) * VAE_SCALING_FACTOR)
+        vae.calls = 0
+        one_pass = edit_video_condition(vae, edit, torch.Generator().manual_seed(0), tiling=None)
+        assert vae.calls == 2
+    assert cond.shape == (1, 32, 1, 4, 34)
+    torch.testing.assert_close(cond, torch.cat(parts, dim=1))
+    assert not torch.allclose(cond, one_pass)
+
+
+def test_tiling_choice_is_checked(tiny_vae) -> None:
+    from model_core.vae import TilingConfig, VAEConfig
+
+    assert official_tiling(tiny_vae) == TilingConfig.from_vae_config(tiny_vae.config) == TilingConfig()
+    small = VAEConfig(block_out_channels=(8, 8, 16, 16), norm_num_groups=4, sample_size=128, sample_tsize=32)
+
+    class WithConfig:
+        config = small
+
+    assert official_tiling(WithConfig()) == TilingConfig(tile_sample_size=128, tile_sample_frames=32)
+    assert official_tiling(object()) == TilingConfig()
+    assert resolve_tiling(tiny_vae, None) is None
+    with pytest.raises(ValueError, match="'official'"):
+        resolve_tiling(tiny_vae, "tiled")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="TilingConfig"):
+        resolve_tiling(tiny_vae, 256)  # type: ignore[arg-type]
 
 
 def test_read_png_and_jpeg(tmp_path: Path) -> None:
