@@ -45,6 +45,7 @@ test-slow: deps
 
 lint: deps
 	$(BIN)/ruff check model_core components pipelines tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

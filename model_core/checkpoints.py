@@ -27,9 +27,13 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from model_core.configs import DiTConfig
 
 __all__ = [
     "CheckpointError",
@@ -211,13 +215,14 @@ def _unwrap(obj: object, path: Path, load_key: str | None) -> Mapping[str, objec
     if not isinstance(obj, Mapping):
         raise CheckpointFormatError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors")
     keys = ([load_key] if load_key else []) + [k for k in WRAPPER_KEYS if k != load_key]
+    found: Mapping[str, object] = obj
     # nested wrappers exist ({"state_dict": {"module": ...}}), two levels cover every known layout
     for _ in range(2):
-        inner = next((obj[k] for k in keys if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
+        inner = next((found[k] for k in keys if isinstance(found.get(k), Mapping)), None)
+        if not isinstance(inner, Mapping):  # None: no wrapper entry
             break
-        obj = inner
-    return obj
+        found = inner
+    return found
 
 
 def read_state_dict(
@@ -261,7 +266,7 @@ def read_state_dict(
             f"{file}: {len(not_tensors)} entries are not tensors: {shown}. Expected a flat state dict, or one "
             f"wrapped under one of {WRAPPER_KEYS}"
         )
-    state = {str(k): v for k, v in raw.items()}  # type: ignore[misc]
+    state = {str(k): v for k, v in raw.items() if isinstance(v, Tensor)}  # every value is one, checked above
     if prefix and any(k.startswith(prefix) for k in state):
         state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return state
@@ -461,7 +466,7 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _resolve_config(preset: object) -> tuple[object, str]:
+def _resolve_config(preset: str | DiTConfig) -> tuple[DiTConfig, str]:
     from model_core.configs import PRESETS, DiTConfig, dit_preset
 
     if isinstance(preset, str):
@@ -477,7 +482,7 @@ def _has_fp8(state_dict: Mapping[str, Tensor]) -> bool:
 
 
 def load_model(
-    preset: str | object,
+    preset: str | DiTConfig,
     path: str | Path,
     *,
     device: torch.device | str = "cpu",

@@ -9,7 +9,7 @@ for tests and the local demo. `VAE_PRESETS` (from `model_core.vae.config`) holds
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from model_core.vae.config import VAE_PRESETS, VAEConfig
 
@@ -102,17 +102,17 @@ class DiTConfig:
         return int(self.hidden_size * self.mlp_ratio)
 
 
-_PRODUCTION = {"hidden_size": 3072, "num_heads": 24, "depth_double": 20, "depth_single": 40}
+_PRODUCTION = DiTConfig(hidden_size=3072, num_heads=24, depth_double=20, depth_single=40)
 # Tiny: 4 heads of 16 so Ulysses degrees 2 and 4 divide the heads; RoPE split 4/6/6 sums to 16.
-_TINY = {
-    "hidden_size": 64,
-    "num_heads": 4,
-    "depth_double": 2,
-    "depth_single": 2,
-    "rope_axes_dim": (4, 6, 6),
-    "text_states_dim": 32,
-    "text_pooled_dim": 16,
-}
+_TINY = DiTConfig(
+    hidden_size=64,
+    num_heads=4,
+    depth_double=2,
+    depth_single=2,
+    rope_axes_dim=(4, 6, 6),
+    text_states_dim=32,
+    text_pooled_dim=16,
+)
 # The Whisper window and layer count are the feature format the encoders produce, so the tiny preset keeps them;
 # only the widths shrink.
 _TINY_AUDIO = AudioConditionConfig(
@@ -126,25 +126,25 @@ _TINY_AUDIO = AudioConditionConfig(
 )
 
 PRESETS: dict[str, DiTConfig] = {
-    "hunyuanvideo-t2v-720p": DiTConfig(
-        **_PRODUCTION, guidance_embed=True, description="HunyuanVideo T2V (HYVideo-T/2-cfgdistill)"
+    "hunyuanvideo-t2v-720p": replace(
+        _PRODUCTION, guidance_embed=True, description="HunyuanVideo T2V (HYVideo-T/2-cfgdistill)"
     ),
-    "hunyuancustom-720p": DiTConfig(
-        **_PRODUCTION, identity_image=True, description="HunyuanCustom single subject"
+    "hunyuancustom-720p": replace(
+        _PRODUCTION, identity_image=True, description="HunyuanCustom single subject"
     ),
-    "hunyuancustom-audio-720p": DiTConfig(
-        **_PRODUCTION, identity_image=True, audio=AudioConditionConfig(), description="HunyuanCustom audio"
+    "hunyuancustom-audio-720p": replace(
+        _PRODUCTION, identity_image=True, audio=AudioConditionConfig(), description="HunyuanCustom audio"
     ),
-    "hunyuancustom-editing-720p": DiTConfig(
-        **_PRODUCTION, identity_image=True, video_condition=True, description="HunyuanCustom video editing"
+    "hunyuancustom-editing-720p": replace(
+        _PRODUCTION, identity_image=True, video_condition=True, description="HunyuanCustom video editing"
     ),
-    "tiny-hunyuanvideo-t2v-720p": DiTConfig(**_TINY, guidance_embed=True, description="tiny T2V"),
-    "tiny-hunyuancustom-720p": DiTConfig(**_TINY, identity_image=True, description="tiny HunyuanCustom"),
-    "tiny-hunyuancustom-audio-720p": DiTConfig(
-        **_TINY, identity_image=True, audio=_TINY_AUDIO, description="tiny HunyuanCustom audio"
+    "tiny-hunyuanvideo-t2v-720p": replace(_TINY, guidance_embed=True, description="tiny T2V"),
+    "tiny-hunyuancustom-720p": replace(_TINY, identity_image=True, description="tiny HunyuanCustom"),
+    "tiny-hunyuancustom-audio-720p": replace(
+        _TINY, identity_image=True, audio=_TINY_AUDIO, description="tiny HunyuanCustom audio"
     ),
-    "tiny-hunyuancustom-editing-720p": DiTConfig(
-        **_TINY, identity_image=True, video_condition=True, description="tiny HunyuanCustom editing"
+    "tiny-hunyuancustom-editing-720p": replace(
+        _TINY, identity_image=True, video_condition=True, description="tiny HunyuanCustom editing"
     ),
 }
 

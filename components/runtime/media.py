@@ -234,7 +234,7 @@ def probe(path: str | os.PathLike[str], *, count_frames: bool = False) -> MediaI
         raise NotMediaError(f"{path}: not a media file ffprobe can read; check that it is the audio or video you "
                             f"meant\n{_tail(log, 3)}") from None
     fmt = data.get("format", {})
-    streams = []
+    streams: list[StreamInfo] = []
     for s in data.get("streams", []):
         kind = s.get("codec_type", "data")
         streams.append(StreamInfo(
@@ -326,10 +326,11 @@ class VideoWriter:
                              "convert with (x.clip(0, 1) * 255).round().astype(np.uint8)")
         if self._proc is None:
             self._start(frame.shape[0], frame.shape[1])
-        if frame.shape[:2] != self._size:
+        size = self._size
+        assert size is not None and self._proc is not None and self._proc.stdin is not None
+        if frame.shape[:2] != size:
             raise ValueError(f"frame {self.frames_written} is {frame.shape[0]}x{frame.shape[1]}, the video is "
-                             f"{self._size[0]}x{self._size[1]}; every frame must have the first frame's size")
-        assert self._proc is not None and self._proc.stdin is not None
+                             f"{size[0]}x{size[1]}; every frame must have the first frame's size")
         try:
             self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
         except BrokenPipeError:

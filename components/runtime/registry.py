@@ -317,6 +317,9 @@ def _decode_files_tags(tags: Mapping[str, str], what: str) -> dict[str, dict[str
             f"{what} has no readable '{TAG_FILES_PARTS}' / 'adrender.files.NNN' tags ({exc!r}); it was not "
             "registered by adrender. Register the folder again with `adrender models register`."
         ) from exc
+    if not isinstance(entries, dict) or not all(isinstance(entry, dict) for entry in entries.values()):
+        raise CorruptCheckpoint(f"{what} has file tags that are not a mapping of path to {{sha256, size}}; "
+                                "register the folder again")
     bad = [rel for rel in entries if not _safe_relpath(rel)]
     if bad:
         raise CorruptCheckpoint(f"{what} lists unsafe file paths {bad}; register the folder again")

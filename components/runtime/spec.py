@@ -533,7 +533,8 @@ class Job(_Strict):
             if word.lower() in seen:
                 problems.append((f"[{i}].word", f"subject word {word!r} is given twice; give each subject its own word"))
             seen.add(word.lower())
-        return _run_then_check(handler, value, problems)
+        subjects: list[Subject] = _run_then_check(handler, value, problems)  # checked by pydantic
+        return subjects
 
     @field_validator("audio")
     @classmethod
@@ -615,8 +616,8 @@ def _check_cron(expr: str) -> str:
         names = _CRON_NAMES.get(index, {})
         for part in text.split(","):
             match = re.fullmatch(r"(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/([0-9]+))?", part.lower())
-            ok = bool(match) and (match[2] is None or int(match[2]) >= 1)
-            if ok and match and match[1] != "*":
+            ok = match is not None and (match[2] is None or int(match[2]) >= 1)
+            if ok and match is not None and match[1] != "*":
                 for bound in match[1].split("-"):
                     number = names.get(bound, int(bound) if bound.isdigit() else None)
                     ok = ok and number is not None and lo <= number <= hi
@@ -692,7 +693,8 @@ class Campaign(_Strict):
         except ValidationError as exc:
             bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
         usable = {k: v for k, v in defaults.items() if k not in bad and v is not None}
-        campaign_id = data.get("id") if isinstance(data.get("id"), str) else ""
+        raw_id = data.get("id")
+        campaign_id = raw_id if isinstance(raw_id, str) else ""
         jobs = []
         for raw in data["jobs"]:
             if not isinstance(raw, Mapping):
@@ -728,7 +730,8 @@ class Campaign(_Strict):
                 problems.append((f"[{i}].id", (f"duplicate job id {job_id!r} (also jobs[{first[job_id]}]); "
                                                "job ids name storage keys, make each one unique")))
             first.setdefault(job_id, i)
-        return _run_then_check(handler, value, problems)
+        jobs: list[Job] = _run_then_check(handler, value, problems)  # checked by pydantic
+        return jobs
 
     @property
     def kfp_cron(self) -> str | None:

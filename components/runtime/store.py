@@ -57,9 +57,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path, PurePath
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from components.runtime.settings import RuntimeSettings, SettingsError, normalise_store_uri
+
+if TYPE_CHECKING:
+    from urllib3 import BaseHTTPResponse
 
 __all__ = [
     "IntegrityError",
@@ -462,6 +465,8 @@ class LocalStore(ObjectStore):
             raise ObjectNotFound(key, str(self.root)) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise IntegrityError(key, None, "", str(self.root)) from exc
+        if not isinstance(meta, dict):
+            raise IntegrityError(key, None, "", str(self.root))
         return meta
 
     def _write_file(self, target: Path, chunks: Iterable[bytes]) -> tuple[Path, str, int]:
@@ -635,7 +640,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (0-based)."""
-        raw = min(self.max_delay, self.base_delay * (2**attempt))
+        raw = min(self.max_delay, self.base_delay * 2.0**attempt)
         return raw * (1 - 0.25 * random.random())
 
 
@@ -982,7 +987,7 @@ class S3Store(ObjectStore):
             @contextlib.contextmanager
             def rewound() -> Iterator[IO[bytes]]:
                 spool.seek(0)
-                yield spool  # type: ignore[misc]
+                yield spool
 
             return self._upload(key, rewound, size, h.hexdigest(), meta, None)
 
@@ -991,7 +996,7 @@ class S3Store(ObjectStore):
     def _get(self, key: str) -> Any:
         return self._call("get", key, lambda: self.client.get_object(self.bucket, self._name(key)))
 
-    def _reader(self, key: str, response: Any) -> _VerifyingReader:
+    def _reader(self, key: str, response: BaseHTTPResponse) -> _VerifyingReader:
         digest = response.headers.get(SHA256_META)
         length = response.headers.get("Content-Length")
 

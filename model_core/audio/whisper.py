@@ -178,7 +178,9 @@ class WhisperAudioEncoder:
 
         extractor = WhisperFeatureExtractor.from_pretrained(path, local_files_only=True)
         model = WhisperModel.from_pretrained(path, local_files_only=True, dtype=dtype)
-        return cls(model.encoder.to(device), extractor)
+        # transformers wraps .to with functools.wraps, whose stub hides the bound self
+        encoder = model.encoder.to(device)  # type: ignore[arg-type]
+        return cls(encoder, extractor)
 
     def mel(self, samples: np.ndarray) -> torch.Tensor:
         """Log-mel input features [1, n_mels, 3000] of the first 30 s (zero-padded to 30 s as Whisper does)."""

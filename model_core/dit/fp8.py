@@ -53,6 +53,8 @@ class FP8Linear(nn.Module):
     strictly); ``fp8_scale`` is a non-persistent fp32 buffer that comes from the map file, not the checkpoint.
     """
 
+    fp8_scale: Tensor
+
     def __init__(
         self,
         in_features: int,
@@ -173,6 +175,8 @@ def convert_to_fp8_linears(
         linear = model.get_submodule(name)
         if isinstance(linear, FP8Linear):
             continue
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"{name} is a {type(linear).__name__}; only an nn.Linear becomes FP8Linear")
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         replacement = FP8Linear(

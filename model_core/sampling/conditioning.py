@@ -48,13 +48,13 @@ class BranchInputs:
             if not any(present):
                 out[f.name] = None
                 continue
-            shapes = {tuple(v.shape[1:]) for v in values}  # type: ignore[union-attr]
+            shapes = {tuple(v.shape[1:]) for v in values}
             if len(shapes) > 1:
                 raise ValueError(
                     f"{f.name} has different shapes across guidance branches {sorted(shapes)}; "
                     "pad the branches to the same length (e.g. text to the same token count)"
                 )
-            out[f.name] = torch.cat(values, dim=0)  # type: ignore[arg-type]
+            out[f.name] = torch.cat(values, dim=0)
         return BranchInputs(**out)  # type: ignore[arg-type]
 
 

@@ -36,7 +36,9 @@ class ClipPooledEncoder:
         from transformers import AutoTokenizer, CLIPTextModel
 
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = CLIPTextModel.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
+        model = CLIPTextModel.from_pretrained(path, local_files_only=True, dtype=dtype)
+        # transformers wraps .to with functools.wraps, whose stub hides the bound self
+        model = model.to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer)
 
     @torch.no_grad()

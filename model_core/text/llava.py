@@ -30,9 +30,10 @@ to the conditional branch only); `encode_unconditional(..., negative_word=None)`
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -181,17 +182,19 @@ class LlavaTextEncoder:
         inner = getattr(model, "model", None)
         self._vision = inner if inner is not None and hasattr(inner, "get_image_features") else None
         if self._vision is not None:
+            # a transformers config; nn.Module.__getattr__ types every attribute as Tensor | Module
+            config = cast(Any, model.config)
             self.language_model: nn.Module = self._vision.language_model
-            self.image_token_id = int(model.config.image_token_id)
+            self.image_token_id = int(config.image_token_id)
             token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)  # type: ignore[attr-defined]
             if token_id != self.image_token_id:
                 raise ValueError(
                     f"the tokenizer maps {IMAGE_TOKEN} to {token_id} but the model expects "
                     f"{self.image_token_id}; load the tokenizer saved with this LLaVA checkpoint"
                 )
-            self.image_size = int(model.config.vision_config.image_size)
+            self.image_size = int(config.vision_config.image_size)
             self.pad_token_id = (
-                pad_token_id if pad_token_id is not None else getattr(model.config, "pad_token_id", None)
+                pad_token_id if pad_token_id is not None else getattr(config, "pad_token_id", None)
             )
         else:
             # LlamaForCausalLM keeps the decoder in .model; LlamaModel is the decoder
@@ -215,7 +218,9 @@ class LlavaTextEncoder:
 
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="right")
         model_cls = LlavaForConditionalGeneration if with_vision else AutoModel
-        model = model_cls.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
+        model = model_cls.from_pretrained(path, local_files_only=True, dtype=dtype)
+        # transformers wraps .to with functools.wraps, whose stub hides the bound self
+        model = model.to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -296,7 +301,9 @@ class LlavaTextEncoder:
         feats = self._vision.get_image_features(pixel_values=pixel_values.flatten(0, 1).to(device, dtype))
         image_features = torch.stack(list(feats.pooler_output))  # [B*K, N, D]
         n_feat = image_features.shape[1]
-        embed = self.language_model.get_input_embeddings()
+        # a PreTrainedModel method; nn.Module.__getattr__ types it as Tensor | Module
+        get_input_embeddings = cast(Callable[[], nn.Module], self.language_model.get_input_embeddings)
+        embed = get_input_embeddings()
         token_embeds = embed(input_ids.masked_fill(input_ids == self.image_token_id, 0))
         seq = expand_image_tokens(
             input_ids, tok_mask, token_embeds, image_features, self.image_token_id, self.pad_token_id

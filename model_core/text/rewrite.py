@@ -262,7 +262,9 @@ class TransformersChatBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+        # transformers wraps .to with functools.wraps, whose stub hides the bound self
+        model = model.to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer, max_new_tokens)
 
     @torch.no_grad()

@@ -6,6 +6,7 @@ Keys and shapes equal the official checkpoint (and diffusers' `AutoencoderKLHuny
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +90,7 @@ class Encoder3D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv_in(x)
         for block in self.down_blocks:
-            for resnet in block.resnets:
+            for resnet in cast(nn.ModuleList, block.resnets):  # set on a bare Module, typed Tensor | Module
                 x = resnet(x)
             for down in getattr(block, "downsamplers", ()):
                 x = down(x)
@@ -121,7 +122,7 @@ class Decoder3D(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         x = self.mid_block(self.conv_in(z))
         for block in self.up_blocks:
-            for resnet in block.resnets:
+            for resnet in cast(nn.ModuleList, block.resnets):  # set on a bare Module, typed Tensor | Module
                 x = resnet(x)
             for up in getattr(block, "upsamplers", ()):
                 x = up(x)

@@ -303,9 +303,9 @@ def _join_time(chunks: Iterable[Tensor], blend: int, keep: int, temporal: bool, 
     for k, chunk in enumerate(chunks):
         if not temporal:
             return chunk
-        if k > 0:
+        if prev is not None:  # every tile after the first
             chunk = chunk[:, :, 1:]
-            _blend(prev, chunk, blend, dim=2)  # type: ignore[arg-type]
+            _blend(prev, chunk, blend, dim=2)
         part = chunk[:, :, : keep + 1 if k == 0 else keep]
         if out is None:
             b, c, _, h, w = chunk.shape
@@ -396,7 +396,7 @@ def tiled_decode(
     plan = plan_decode(vae.config, (latents.shape[2], latents.shape[3], latents.shape[4]), tiling)
     tiles = {(t.t, t.row, t.col): t for t in plan.tiles()}
     world = dist.get_world_size(group) if group is not None else 1
-    if world == 1:
+    if group is None or world == 1:
         return _assemble(plan, lambda k, i, j: _decode_tile(vae, latents, tiles[k, i, j]))
 
     rank = dist.get_rank(group)

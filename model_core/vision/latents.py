@@ -13,7 +13,7 @@ input), so small inputs encode in one pass either way. `tiling=None` encodes in 
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 import torch
 
@@ -22,7 +22,7 @@ from model_core.vae import TilingConfig, VAEConfig
 # HunyuanVideo 3D VAE latent scale (config.json `scaling_factor`).
 VAE_SCALING_FACTOR = 0.476986
 
-OFFICIAL_TILING = "official"
+OFFICIAL_TILING: Final = "official"
 Tiling = TilingConfig | Literal["official"] | None
 
 
