@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 
 
@@ -71,13 +71,17 @@ class SamplingOptions:
 
     def with_(self, **changes: object) -> SamplingOptions:
         """A copy with some fields changed (validated again)."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            valid = ", ".join(f.name for f in fields(self))
+            raise ValueError(f"unknown sampling option(s) {', '.join(unknown)}; valid options: {valid}")
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def digest(self) -> str:
         """A short hash of every field that changes the result; a checkpoint is only resumed with the same one."""
-        fields = asdict(self)
-        fields.pop("cfg_parallel")  # CFG-parallel gives the same latents as batched CFG
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        values = asdict(self)
+        values.pop("cfg_parallel")  # CFG-parallel gives the same latents as batched CFG
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
 MODE_DEFAULTS: dict[SamplingMode, SamplingOptions] = {
