@@ -18,7 +18,9 @@ __all__ = [
     "PRESETS",
     "VAE_PRESETS",
     "AudioConditionConfig",
+    "ENCODER_PRESETS",
     "DiTConfig",
+    "EncoderPreset",
     "VAEConfig",
     "dit_preset",
     "model_preset",
@@ -157,12 +159,38 @@ def dit_preset(name: str) -> DiTConfig:
         raise KeyError(f"unknown DiT preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
 
 
+@dataclass(frozen=True)
+class EncoderPreset:
+    """A conditioning encoder kept as a transformers folder (config.json, weights, tokenizer or feature extractor).
+
+    family: which loader reads it: "llava" (`LlavaTextEncoder`), "clip-text" (`ClipPooledEncoder`) or
+        "whisper" (`WhisperAudioEncoder`).
+    model_types: the `model_type` values its config.json may carry; anything else is the wrong folder.
+    """
+
+    family: str
+    model_types: tuple[str, ...]
+    description: str = field(default="", compare=False)
+
+
+ENCODER_PRESETS: dict[str, EncoderPreset] = {
+    # HunyuanCustom's llava-llama-3-8b-v1_1 (full LLaVA) or HunyuanVideo's text encoder (the Llama part only)
+    "llava-llama-3-8b": EncoderPreset("llava", ("llava", "llama"), "LLaVA-Llama-3-8B text(-image) encoder"),
+    # openai/clip-vit-large-patch14: the full CLIP folder or the text tower alone
+    "clip-vit-large": EncoderPreset("clip-text", ("clip", "clip_text_model"), "CLIP ViT-L/14 text tower"),
+    "whisper-tiny": EncoderPreset("whisper", ("whisper",), "openai/whisper-tiny (encoder used)"),
+    "tiny-llava": EncoderPreset("llava", ("llava", "llama"), "tiny random LLaVA"),
+    "tiny-clip": EncoderPreset("clip-text", ("clip", "clip_text_model"), "tiny random CLIP text tower"),
+    "tiny-whisper": EncoderPreset("whisper", ("whisper",), "tiny random Whisper"),
+}
+
+
 # Every preset name a registered model version may carry in its `adrender.preset` tag. Names are unique across
 # families, so one lookup serves the registry and the pipeline steps.
-MODEL_PRESETS: Mapping[str, DiTConfig | VAEConfig] = {**PRESETS, **VAE_PRESETS}
+MODEL_PRESETS: Mapping[str, DiTConfig | VAEConfig | EncoderPreset] = {**PRESETS, **VAE_PRESETS, **ENCODER_PRESETS}
 
 
-def model_preset(name: str) -> DiTConfig | VAEConfig:
+def model_preset(name: str) -> DiTConfig | VAEConfig | EncoderPreset:
     """Any model family's preset by name, with an error that lists the known names."""
     try:
         return MODEL_PRESETS[name]

@@ -82,9 +82,9 @@ def test_configs_are_frozen() -> None:
 
 
 def test_model_presets_span_the_families_without_name_clashes() -> None:
-    from model_core.configs import MODEL_PRESETS, VAE_PRESETS, VAEConfig, model_preset
+    from model_core.configs import ENCODER_PRESETS, MODEL_PRESETS, VAE_PRESETS, VAEConfig, model_preset
 
-    assert set(MODEL_PRESETS) == set(PRESETS) | set(VAE_PRESETS)
+    assert set(MODEL_PRESETS) == set(PRESETS) | set(VAE_PRESETS) | set(ENCODER_PRESETS)
     assert not set(PRESETS) & set(VAE_PRESETS)  # one name, one model
     assert isinstance(model_preset("tiny-hunyuan-vae"), VAEConfig)
     assert model_preset("tiny-hunyuancustom-720p") is PRESETS["tiny-hunyuancustom-720p"]
