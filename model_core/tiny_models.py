@@ -280,10 +280,12 @@ def tiny_llava(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlavaForCon
         image_size=336,
         patch_size=14,
     )
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    assert isinstance(image_token, int)
     config = LlavaConfig(
         text_config=text,
         vision_config=vision,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=image_token,
         projector_hidden_act="gelu",
     )
     config.pad_token_id = tokenizer.pad_token_id
@@ -370,6 +372,19 @@ def write_tiny_model(role_preset: str, folder: str | Path, seed: int = 0) -> Pat
             f"no tiny model for preset {role_preset!r}; tiny presets: {', '.join(_tiny_presets())}"
         )
     folder.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a progress bar per few-kB file is noise
+    try:
+        _write(role_preset, folder, seed)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    return folder
+
+
+def _write(role_preset: str, folder: Path, seed: int) -> None:
     if role_preset in PRESETS:
         torch.save({"module": tiny_dit_state_dict(role_preset, seed)}, folder / DIT_FILE)
     elif role_preset in VAE_PRESETS:
@@ -393,4 +408,3 @@ def write_tiny_model(role_preset: str, folder: str | Path, seed: int = 0) -> Pat
         else:
             tiny_whisper(seed).save_pretrained(folder)
             WhisperFeatureExtractor().save_pretrained(folder)
-    return folder
