@@ -28,16 +28,19 @@ translated in :meth:`S3Store._translate`)::
 Key rules: segments match ``[A-Za-z0-9_][A-Za-z0-9._=+@,~-]*`` (at most 255 characters; no leading dot,
 which the local backend reserves for its sidecars and temporary files); a key has at most 1024 bytes.
 
-Local atomicity of the data/sidecar pair: the data file is moved into place first, then its sidecar. An
-object is visible (``exists``, ``list``, reads) only when both files exist, so a new key appears at once.
-When a key is overwritten with different bytes, a reader in the instant between the two renames sees the
-new data with the old digest; reads re-check once after a short pause before raising
-:class:`IntegrityError`. Content keys make such overwrites rare: equal keys carry equal bytes.
+Local atomicity of the data/sidecar pair: the data file is moved into place first, then its sidecar, both
+under an exclusive ``flock`` of the key's ``.<name>.lock``; readers read the sidecar and open the data file
+under a shared one. So a reader never pairs one write's bytes with another's digest, and writers racing on
+one key (a retried step and the zombie pod it replaced) leave the last writer's pair. An object is visible
+(``exists``, ``list``, reads) only when both files exist, so a new key appears at once. Keys resolve inside
+the root only: a symlink that leads out of it is refused (:class:`InvalidKey`). File-system errors become
+:class:`StoreError` (permission problems :class:`StoreConfigError`, a missing path :class:`ObjectNotFound`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -122,8 +125,12 @@ class ObjectNotFound(StoreError):
 class IntegrityError(StoreError):
     """The stored bytes do not match their recorded sha256 (or none is recorded)."""
 
-    def __init__(self, key: str, expected: str | None, actual: str, where: str) -> None:
-        if expected is None:
+    def __init__(
+        self, key: str, expected: str | None, actual: str, where: str, *, reason: str | None = None
+    ) -> None:
+        if reason is not None:
+            message = f"object {key!r} in {where} is damaged: {reason}; write it again through the store"
+        elif expected is None:
             message = (
                 f"object {key!r} in {where} has no recorded sha256 (written outside adrender?); "
                 "write it again through the store"
@@ -437,9 +444,24 @@ class _VerifyingReader(io.RawIOBase):
 
 # local folder ------------------------------------------------------------------------------------------
 
+_READ_OPS = frozenset({"read", "stat", "look up", "delete"})
+
 
 class LocalStore(ObjectStore):
-    """Objects as files under ``root``; each with a sidecar ``.<name>.meta.json`` (sha256, size, metadata)."""
+    """Objects as files under ``root``; each with a sidecar ``.<name>.meta.json`` (sha256, size, metadata).
+
+    Writers of one key take an exclusive ``flock`` on ``.<name>.lock`` while they move the data file and its
+    sidecar into place, and readers a shared one while they read the sidecar and open the data file, so a
+    reader always gets a data file with its own digest and concurrent writers always leave a matching pair
+    (the last writer's). Only the two renames happen under the lock; the data is written before it.
+    A writer killed between its two renames (no I/O happens there) leaves the new bytes with the previous
+    digest: reads raise :class:`IntegrityError` until the key is written again.
+
+    Every path is checked to stay inside ``root`` after symlinks are resolved (:class:`InvalidKey`
+    otherwise), and file-system errors of the store's own files are translated in one place,
+    :meth:`_os_errors`. Errors of the caller's files (``put_file``'s source, ``get_file``'s destination)
+    are raised as they are.
+    """
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.root = Path(root).resolve()
@@ -448,30 +470,113 @@ class LocalStore(ObjectStore):
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
+    # plumbing
+
     def _path(self, key: str) -> Path:
-        return self.root.joinpath(*validate_key(key).split("/"))
+        path = self.root.joinpath(*validate_key(key).split("/"))
+        for candidate in (path, self._meta_path(path)):
+            real = os.path.realpath(candidate)
+            if real != str(self.root) and not real.startswith(str(self.root).rstrip("/") + "/"):
+                raise InvalidKey(
+                    f"key {key!r} resolves to {real}, outside the store root {self.root} (through a "
+                    "symlink); the store never follows links out of its folder. Remove the link or point "
+                    "ADRENDER_STORE at the real folder"
+                )
+        return path
 
     @staticmethod
     def _meta_path(path: Path) -> Path:
         return path.with_name(f".{path.name}.meta.json")
 
+    @staticmethod
+    def _lock_path(path: Path) -> Path:
+        return path.with_name(f".{path.name}.lock")
+
+    @contextlib.contextmanager
+    def _os_errors(self, op: str, key: str) -> Iterator[None]:
+        """Translate file-system errors of ``op`` on ``key`` into the store's error hierarchy."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except PermissionError as exc:
+            raise StoreConfigError(
+                f"permission denied to {op} {key!r} in {self.root} ({exc.filename}); check the owner and mode "
+                "of the store folder, or whether it is mounted read-only"
+            ) from exc
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            if op in _READ_OPS:
+                raise ObjectNotFound(key, str(self.root)) from exc
+            raise StoreError(
+                f"cannot {op} {key!r} in {self.root}: {exc.strerror} ({exc.filename}); a key cannot be both "
+                "an object and a folder of other keys"
+            ) from exc
+        except OSError as exc:
+            raise StoreError(
+                f"cannot {op} {key!r} in {self.root}: {exc.strerror or exc} ({exc.filename})"
+            ) from exc
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path, *, exclusive: bool) -> Iterator[None]:
+        """Hold ``flock`` on the key's lock file: exclusive to replace the pair, shared to read it.
+
+        Readers create nothing: without a lock file (a key never written, or written by an older version
+        of this store) they read unlocked. A lock file removed by :meth:`delete` while we waited for it is
+        opened again.
+        """
+        lock_path = self._lock_path(path)
+        while True:
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT if exclusive else os.O_RDONLY, 0o666)
+            except FileNotFoundError:
+                if exclusive:
+                    raise
+                yield
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                try:
+                    current = os.stat(lock_path).st_ino
+                except FileNotFoundError:
+                    current = None
+                if current == os.fstat(fd).st_ino:
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        try:
+            yield
+        finally:
+            os.close(fd)
+
     def _read_meta(self, key: str, path: Path) -> dict[str, Any]:
         try:
             with self._meta_path(path).open("rb") as f:
-                meta = json.load(f)
+                raw = f.read()
             if not path.is_file():
                 raise FileNotFoundError(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFound(key, str(self.root)) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IntegrityError(key, None, "", str(self.root)) from exc
-        if not isinstance(meta, dict):
-            raise IntegrityError(key, None, "", str(self.root))
+        try:
+            meta = json.loads(raw.decode())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise IntegrityError(
+                key, None, "", str(self.root), reason=f"its sidecar {self._meta_path(path).name} is not JSON"
+            ) from exc
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256", ""), str):
+            raise IntegrityError(
+                key, None, "", str(self.root), reason=f"its sidecar {self._meta_path(path).name} is malformed"
+            )
         return meta
 
-    def _write_file(self, target: Path, chunks: Iterable[bytes]) -> tuple[Path, str, int]:
-        """Write ``chunks`` to a temporary file next to ``target``; return (temp path, sha256, size)."""
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    def _write_file(self, target: Path, chunks: Iterable[bytes], key: str) -> tuple[Path, str, int]:
+        """Write ``chunks`` to a temporary file next to ``target``; return (temp path, sha256, size).
+
+        Errors raised by ``chunks`` itself (the caller's source) pass through untranslated.
+        """
+        with self._os_errors("write", key):
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         h = hashlib.sha256()
         size = 0
         try:
@@ -479,10 +584,12 @@ class LocalStore(ObjectStore):
                 for chunk in chunks:
                     h.update(chunk)
                     size += len(chunk)
-                    f.write(chunk)
-                f.flush()
-                if self.fsync:
-                    os.fsync(f.fileno())
+                    with self._os_errors("write", key):
+                        f.write(chunk)
+                with self._os_errors("write", key):
+                    f.flush()
+                    if self.fsync:
+                        os.fsync(f.fileno())
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -497,23 +604,32 @@ class LocalStore(ObjectStore):
         finally:
             os.close(fd)
 
+    # writes
+
     def put_stream(
         self, key: str, chunks: Iterable[bytes], *, metadata: Mapping[str, str] | None = None
     ) -> ObjectInfo:
         meta = _check_metadata(metadata)
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data_tmp, digest, size = self._write_file(path, chunks)
+        with self._os_errors("write", key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        data_tmp, digest, size = self._write_file(path, chunks, key)
         sidecar = json.dumps({"sha256": digest, "size": size, "metadata": meta}, sort_keys=True).encode()
         try:
-            meta_tmp, _, _ = self._write_file(self._meta_path(path), [sidecar])
+            meta_tmp, _, _ = self._write_file(self._meta_path(path), [sidecar], key)
         except BaseException:
             data_tmp.unlink(missing_ok=True)
             raise
-        # data first, then its sidecar: the object becomes visible when the sidecar lands
-        os.replace(data_tmp, path)
-        os.replace(meta_tmp, self._meta_path(path))
-        self._fsync_dir(path.parent)
+        try:
+            with self._os_errors("write", key), self._locked(path, exclusive=True):
+                # data first, then its sidecar: a new key becomes visible when the sidecar lands
+                os.replace(data_tmp, path)
+                os.replace(meta_tmp, self._meta_path(path))
+                self._fsync_dir(path.parent)
+        except BaseException:
+            data_tmp.unlink(missing_ok=True)
+            meta_tmp.unlink(missing_ok=True)
+            raise
         return ObjectInfo(key=key, size=size, sha256=digest, metadata=meta)
 
     def put_file(
@@ -533,77 +649,16 @@ class LocalStore(ObjectStore):
 
         return self.put_stream(key, chunks(), metadata=metadata)
 
-    @contextlib.contextmanager
-    def open(self, key: str) -> Iterator[IO[bytes]]:
-        path = self._path(key)
-        meta = self._read_meta(key, path)
-        if meta.get("sha256") is None:
-            raise IntegrityError(key, None, "", str(self.root))
-        try:
-            f = path.open("rb")
-        except FileNotFoundError:
-            raise ObjectNotFound(key, str(self.root)) from None
-        reader = _VerifyingReader(
-            f.read,
-            key=key,
-            where=str(self.root),
-            sha256=meta["sha256"],
-            size=meta.get("size"),
-            on_close=f.close,
-        )
-        with reader:
-            yield reader  # type: ignore[misc]
-
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return super().get_bytes(key)
-        except IntegrityError:
-            # an overwrite may sit between its two renames (see the module docstring): look once more
-            time.sleep(0.05)
-            return super().get_bytes(key)
-
-    def get_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
-        dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        info = self.stat(key)
-        with self.open(key) as f:
-            tmp, _, _ = self._write_file(dest, iter(lambda: f.read(CHUNK), b""))
-        os.replace(tmp, dest)
-        return info
-
-    def stat(self, key: str) -> ObjectInfo:
-        path = self._path(key)
-        meta = self._read_meta(key, path)
-        st = path.stat()
-        return ObjectInfo(
-            key=key,
-            size=st.st_size,
-            sha256=meta.get("sha256"),
-            metadata=dict(meta.get("metadata", {})),
-            modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
-        )
-
-    def list(self, prefix: str = "") -> list[str]:
-        _validate_prefix(prefix)
-        # walk only the folder the prefix names, not the whole store
-        folder = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
-        keys = []
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            rel = Path(dirpath).relative_to(self.root).as_posix()
-            for name in filenames:
-                if name.startswith("."):
-                    continue
-                key = name if rel == "." else f"{rel}/{name}"
-                if key.startswith(prefix) and (Path(dirpath) / f".{name}.meta.json").is_file():
-                    keys.append(key)
-        return sorted(keys)
-
     def delete(self, key: str) -> None:
         path = self._path(key)
-        # data first: without it the object is gone at once, whatever happens to the sidecar
-        path.unlink(missing_ok=True)
-        self._meta_path(path).unlink(missing_ok=True)
+        with self._os_errors("delete", key):
+            if not path.parent.is_dir():
+                return
+            with self._locked(path, exclusive=True):
+                # data first: without it the object is gone at once, whatever happens to the sidecar
+                path.unlink(missing_ok=True)
+                self._meta_path(path).unlink(missing_ok=True)
+                self._lock_path(path).unlink(missing_ok=True)
         parent = path.parent
         while parent != self.root:
             try:
@@ -611,6 +666,115 @@ class LocalStore(ObjectStore):
             except OSError:
                 break
             parent = parent.parent
+
+    # reads
+
+    def _open_pair(self, key: str, path: Path) -> tuple[dict[str, Any], IO[bytes]]:
+        """The sidecar and an open data file that belong together (read under the shared lock)."""
+        with self._os_errors("read", key), self._locked(path, exclusive=False):
+            meta = self._read_meta(key, path)
+            return meta, path.open("rb")
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[IO[bytes]]:
+        meta, f = self._open_pair(key, self._path(key))
+        with self._reader(key, meta, f) as reader:
+            yield reader  # type: ignore[misc]
+
+    def get_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = self._path(key)
+        meta, f = self._open_pair(key, src)
+        try:
+            info = self._info(key, meta, os.fstat(f.fileno()))
+        except BaseException:
+            f.close()
+            raise
+        with self._reader(key, meta, f) as reader:
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := reader.read(CHUNK):
+                        out.write(chunk)
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return info
+
+    @contextlib.contextmanager
+    def _reader(self, key: str, meta: Mapping[str, Any], f: IO[bytes]) -> Iterator[_VerifyingReader]:
+        """A verifying reader over an already opened data file ``f`` and its sidecar ``meta``."""
+
+        def read(n: int) -> bytes:
+            with self._os_errors("read", key):
+                return f.read(n)
+
+        try:
+            reader = _VerifyingReader(
+                read,
+                key=key,
+                where=str(self.root),
+                sha256=meta.get("sha256"),
+                size=meta.get("size"),
+                on_close=f.close,
+            )
+        except BaseException:
+            f.close()
+            raise
+        with reader:
+            yield reader
+
+    def _info(self, key: str, meta: Mapping[str, Any], st: os.stat_result) -> ObjectInfo:
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            sha256=meta.get("sha256"),
+            metadata=dict(meta.get("metadata") or {}),
+            modified=datetime.fromtimestamp(st.st_mtime, tz=UTC),
+        )
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        meta, f = self._open_pair(key, path)
+        with f:
+            return self._info(key, meta, os.fstat(f.fileno()))
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``: its data file and its sidecar are both there.
+
+        The sidecar is not parsed: a damaged object exists (and :meth:`list` lists it), and reading it
+        raises :class:`IntegrityError`, as on S3 where a HEAD does not check the bytes either.
+        """
+        path = self._path(key)
+        try:
+            with self._os_errors("look up", key):
+                return path.is_file() and self._meta_path(path).is_file()
+        except ObjectNotFound:
+            return False
+
+    def list(self, prefix: str = "") -> list[str]:
+        _validate_prefix(prefix)
+        # walk only the folder the prefix names, not the whole store
+        folder = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self.root
+
+        def failed(exc: OSError) -> None:
+            if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+                raise exc
+
+        keys = []
+        with self._os_errors("list", prefix):
+            for dirpath, dirnames, filenames in os.walk(folder, onerror=failed):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                rel = Path(dirpath).relative_to(self.root).as_posix()
+                for name in filenames:
+                    if name.startswith("."):
+                        continue
+                    key = name if rel == "." else f"{rel}/{name}"
+                    if key.startswith(prefix) and (Path(dirpath) / f".{name}.meta.json").is_file():
+                        keys.append(key)
+        return sorted(keys)
 
     def presigned_url(self, key: str, expires: timedelta = timedelta(hours=24)) -> str:
         self.stat(key)

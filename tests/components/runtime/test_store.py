@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import socket
 import threading
@@ -27,11 +28,13 @@ from components.runtime.store import (
     RetryPolicy,
     S3Store,
     StoreConfigError,
+    StoreError,
     StoreUnavailable,
     canonical_json,
     content_key,
     open_store,
 )
+from model_core.parallel.launch import free_port
 
 MiB = 1024 * 1024
 
@@ -273,6 +276,184 @@ def test_object_without_digest_is_refused(store: ObjectStore, request: pytest.Fi
         store.get_bytes("c1/foreign.bin")
 
 
+# concurrent writers of one key --------------------------------------------------------------------------
+
+RACE_KEYS = 40
+RACE_ROUNDS = 50
+
+
+def _race_content(writer: int, round_: int, key: int) -> bytes:
+    # a different length and content per write, so a digest from one write never fits the data of another
+    return f"writer {writer} round {round_} key {key};".encode() * (1 + (writer * 7 + round_ + key) % 13)
+
+
+def _race_writer(root: str, writer: int, start: object) -> None:
+    store = LocalStore(root, fsync=False)
+    start.wait(timeout=60)  # type: ignore[attr-defined]
+    for round_ in range(RACE_ROUNDS):
+        for key in range(RACE_KEYS):
+            store.put_bytes(
+                f"race/k{key:02d}.bin", _race_content(writer, round_, key), metadata={"w": str(writer)}
+            )
+
+
+def test_two_processes_overwriting_the_same_keys_leave_every_key_readable(tmp_path: Path) -> None:
+    """A retried step racing the zombie pod it replaced: both write the same keys, with other bytes."""
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(3)
+    root = tmp_path / "store"
+    writers = [ctx.Process(target=_race_writer, args=(str(root), w, start)) for w in (1, 2)]
+    for p in writers:
+        p.start()
+    reader = LocalStore(root)
+    torn: list[str] = []
+    try:
+        start.wait(timeout=60)
+        # meanwhile a reader never sees one writer's bytes with the other's digest
+        while any(p.is_alive() for p in writers):
+            for key in reader.list("race/"):
+                try:
+                    reader.get_bytes(key)
+                except IntegrityError as exc:
+                    torn.append(str(exc))
+    finally:
+        for p in writers:
+            p.join(timeout=120)
+            if p.is_alive():
+                p.kill()
+    assert [p.exitcode for p in writers] == [0, 0]
+    assert torn == []
+    assert len(reader.list("race/")) == RACE_KEYS
+    for key in range(RACE_KEYS):
+        data = reader.get_bytes(f"race/k{key:02d}.bin")
+        info = reader.stat(f"race/k{key:02d}.bin")
+        assert info.sha256 == hashlib.sha256(data).hexdigest() and info.size == len(data)
+        writer = int(info.metadata["w"])
+        assert data == _race_content(writer, RACE_ROUNDS - 1, key)  # the last write of one of the two
+    _no_debris(reader)
+
+
+def test_concurrent_s3_overwrites_keep_data_and_digest_together(s3_server, tmp_path: Path) -> None:
+    """On S3 one PUT carries the bytes and their sha256 header: racing writers cannot mix them."""
+    bucket = s3_server.new_bucket_name()
+    stores = [
+        S3Store.connect(
+            s3_server.endpoint,
+            bucket,
+            access_key=s3_server.access_key,
+            secret_key=s3_server.secret_key,
+            secure=False,
+        )
+        for _ in range(2)
+    ]
+    stores[0].ensure_bucket()
+    keys, rounds = 8, 10
+
+    def write(writer: int) -> None:
+        for round_ in range(rounds):
+            for key in range(keys):
+                stores[writer - 1].put_bytes(f"race/k{key}.bin", _race_content(writer, round_, key))
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for key in range(keys):
+        data = stores[0].get_bytes(f"race/k{key}.bin")
+        assert stores[0].stat(f"race/k{key}.bin").sha256 == hashlib.sha256(data).hexdigest()
+        assert data in (_race_content(1, rounds - 1, key), _race_content(2, rounds - 1, key))
+
+
+# local folder: what lies on disk ------------------------------------------------------------------------
+
+
+def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not an artifact")
+    (outside / ".secret.txt.meta.json").write_text(json.dumps({"sha256": "0" * 64, "size": 15}))
+    store.put_bytes("c1/ok.bin", b"inside")
+    (store.root / "c1" / "link").symlink_to(outside, target_is_directory=True)
+    (store.root / "c1" / "file-link").symlink_to(outside / "secret.txt")
+    for key in ("c1/link/secret.txt", "c1/file-link"):
+        with pytest.raises(InvalidKey, match="outside the store root"):
+            store.get_bytes(key)
+        with pytest.raises(InvalidKey, match="outside the store root"):
+            store.exists(key)
+    with pytest.raises(InvalidKey, match="outside the store root"):
+        store.put_bytes("c1/link/new.bin", b"escape")
+    assert not (outside / "new.bin").exists()
+    with pytest.raises(InvalidKey, match="outside the store root"):
+        store.delete("c1/link/secret.txt")
+    assert (outside / "secret.txt").exists()
+    # a link that stays inside the root is just another path
+    (store.root / "alias").symlink_to(store.root / "c1", target_is_directory=True)
+    assert store.get_bytes("alias/ok.bin") == b"inside"
+
+
+def test_file_system_errors_become_store_errors(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("c1/object", b"x")
+    # a key under an object: the object is a file, not a folder
+    with pytest.raises(ObjectNotFound):
+        store.get_bytes("c1/object/below")
+    assert not store.exists("c1/object/below")
+    with pytest.raises(StoreError, match="c1/object/below") as excinfo:
+        store.put_bytes("c1/object/below", b"y")
+    assert not isinstance(excinfo.value, ObjectNotFound)
+    store.delete("c1/object/below")  # nothing there: not an error
+    # a prefix is not an object
+    with pytest.raises(ObjectNotFound):
+        store.get_bytes("c1")
+    if os.geteuid() == 0:  # root ignores permission bits: play a read-only mount instead
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise PermissionError(13, "Permission denied", str(args[0]))
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(os, "replace", refuse)
+            with pytest.raises(StoreConfigError, match="permission denied to write 'c1/new.bin'"):
+                store.put_bytes("c1/new.bin", b"z")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(os, "scandir", refuse)
+            with pytest.raises(StoreConfigError, match="permission denied to list 'c1/'"):
+                store.list("c1/")
+        assert list((store.root / "c1").glob("*.tmp")) == []
+        return
+    locked = store.root / "c1"
+    locked.chmod(0o500)  # read-only folder
+    try:
+        with pytest.raises(StoreConfigError, match="permission"):
+            store.put_bytes("c1/new.bin", b"z")
+        locked.chmod(0o000)
+        for call in (
+            lambda: store.get_bytes("c1/object"),
+            lambda: store.exists("c1/object"),
+            lambda: store.list("c1/"),
+            lambda: store.delete("c1/object"),
+        ):
+            with pytest.raises(StoreConfigError, match="permission"):
+                call()
+    finally:
+        locked.chmod(0o755)
+
+
+def test_garbage_sidecar_reads_as_corrupt_and_exists(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("c1/x.bin", b"data")
+    (store.root / "c1" / ".x.bin.meta.json").write_bytes(b"\x00garbage{")
+    assert store.exists("c1/x.bin")  # an object is there; reading it says it is damaged
+    assert store.list("c1/") == ["c1/x.bin"]
+    with pytest.raises(IntegrityError, match="c1/x.bin"):
+        store.get_bytes("c1/x.bin")
+    with pytest.raises(IntegrityError):
+        store.stat("c1/x.bin")
+    store.put_bytes("c1/x.bin", b"again")  # writing it again repairs it
+    assert store.get_bytes("c1/x.bin") == b"again"
+
+
 # urls and keys ----------------------------------------------------------------------------------------
 
 
@@ -367,12 +548,6 @@ def test_missing_bucket_is_a_config_error(s3_server) -> None:
 # the S3 server going away -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RestartableS3:
     """moto's server on a fixed port, stopped and started again like a MinIO pod being rescheduled.
 
@@ -383,7 +558,7 @@ class RestartableS3:
         from moto.server import ThreadedMotoServer
 
         self._cls = ThreadedMotoServer
-        self.port = _free_port()
+        self.port = free_port()
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         self.running = True
