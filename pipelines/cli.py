@@ -16,6 +16,7 @@ from pathlib import Path
 
 from components.runtime.spec import CampaignError, load_campaign
 from pipelines.model_commands import add_models
+from pipelines.render_command import add_render
 
 __all__ = ["build_parser", "cmd_validate", "main"]
 
@@ -52,7 +53,11 @@ def _add_validate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.set_defaults(func=cmd_validate)
 
 
-_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (_add_validate, add_models)
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    _add_validate,
+    add_render,
+    add_models,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,303 @@
+"""dit_sample: sample the final latents of every unit of a shard; a torchrun entry with sequence parallelism.
+
+One DiT load per shard. Under torchrun every rank runs this module; the image tokens are split across the
+ranks (Ulysses, degree = world size; gloo on CPU, NCCL on GPU) and rank 0 alone writes to the store. Every
+``checkpoint_every`` steps rank 0 stores a step checkpoint beside the unit's output; a restarted task
+resumes each unfinished unit from its latest checkpoint (bit-identical to an uninterrupted run) and skips
+finished units. ``python -m torch.distributed.run --nproc-per-node 8 -m components.dit_sample --shard KEY
+--input text=KEY --input cond=KEY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from components.runtime.manifest import (
+    ShardManifest,
+    StepManifest,
+    UnitOutput,
+    UnitPlan,
+    content_key,
+    read_manifest,
+    short_digest,
+    write_manifest,
+)
+from components.runtime.models import load_dit
+from components.runtime.step import StepContext, artifact_ref, existing_artifacts, step_main
+from components.runtime.store import IntegrityError, ObjectNotFound, validate_key
+from components.runtime.tensors import TensorMeta, dump_tensors, get_tensors
+
+if TYPE_CHECKING:
+    import torch
+
+    from model_core.sampling import Conditioning, StepCheckpoint
+
+__all__ = ["STEP", "main", "run"]
+
+STEP = "dit_sample"
+OUTPUT = "latents.safetensors"
+_CKPT = re.compile(r"ckpt-(\d{4})\.safetensors$")
+
+log = logging.getLogger("adrender.dit_sample")
+
+
+def _payload(unit: UnitPlan, text: StepManifest, cond: StepManifest) -> dict[str, Any]:
+    c = cond.units[unit.unit_id].artifacts.get("cond")
+    return {
+        "text": text.units[unit.unit_id].artifacts["text"].sha256,
+        "cond": c.sha256 if c is not None else None,
+        "sampling": unit.sampling,
+        "latent": list(unit.latent_size),
+        "audio_strength": unit.audio_strength,
+        "dit": unit.models["dit"],
+    }
+
+
+def conditioning(ctx: StepContext, unit: UnitPlan, text: StepManifest, cond: StepManifest) -> Conditioning:
+    """The sampler's input of a unit, from its text and latent-condition artifacts."""
+    import torch
+
+    from model_core.sampling import BranchInputs, Conditioning
+
+    t, _ = get_tensors(ctx.store, text.units[unit.unit_id].artifacts["text"].key)
+    ref = cond.units[unit.unit_id].artifacts.get("cond")
+    c: dict[str, torch.Tensor] = get_tensors(ctx.store, ref.key)[0] if ref is not None else {}
+    audio = c.get("audio_states")
+    video = c.get("video_cond")
+    positive = BranchInputs(
+        t["cond_states"], t["cond_mask"], t["cond_pooled"], c.get("ref_latents"), audio, video
+    )
+    negative = None
+    if "uncond_states" in t:
+        # plain CFG: the release repeats the real identity latents and the video condition for the negative
+        # branch; its audio is silence
+        negative = BranchInputs(
+            t["uncond_states"],
+            t["uncond_mask"],
+            t["uncond_pooled"],
+            c.get("ref_latents"),
+            torch.zeros_like(audio) if audio is not None else None,
+            video,
+        )
+    blank = None
+    if "blank_ref_latents" in c:
+        blank = BranchInputs(
+            t["cond_states"], t["cond_mask"], t["cond_pooled"], c["blank_ref_latents"], audio, video
+        )
+    return Conditioning(
+        latent_size=unit.latent_size,
+        cond=positive,
+        uncond=negative,
+        cond_blank_identity=blank,
+        audio_strength=unit.audio_strength,
+    )
+
+
+def _latest_checkpoint(ctx: StepContext, folder: str) -> tuple[StepCheckpoint | None, str | None]:
+    """The newest readable checkpoint under ``folder`` (a damaged one is logged and the one before used)."""
+    from model_core.sampling import StepCheckpoint
+
+    found = sorted(
+        ((int(m.group(1)), k) for k in ctx.store.list(folder) if (m := _CKPT.search(k))), reverse=True
+    )
+    for step, key in found:
+        path = ctx.scratch("ckpt") / f"resume-{os.getpid()}.safetensors"
+        try:
+            ctx.store.get_file(key, path)
+            return StepCheckpoint.load(path), key
+        except (IntegrityError, ObjectNotFound, ValueError, OSError) as exc:
+            log.warning(
+                "step checkpoint %s (step %d) is unusable (%s); trying the one before", key, step, exc
+            )
+    return None, None
+
+
+def _write_checkpoint(ctx: StepContext, folder: str, ckpt: StepCheckpoint) -> str:
+    path = ctx.scratch("ckpt") / f"write-{os.getpid()}.safetensors"
+    ckpt.save(path)
+    key = f"{folder}/ckpt-{ckpt.step_index:04d}.safetensors"
+    ctx.store.put_file(key, path)
+    return key
+
+
+def _init_group() -> Any:
+    """The default process group under torchrun (WORLD_SIZE > 1), else None."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    if not dist.is_initialized():
+        import torch
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return dist.group.WORLD
+
+
+def _agree(group: Any, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (store reads must lead every rank to the same decision)."""
+    if group is None:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0, group=group)
+    return box[0]
+
+
+def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
+    """Sample a shard (needs ``upstream['text']`` and ``upstream['cond']``); returns the step manifest key
+    (an empty string on ranks other than 0)."""
+    import torch
+
+    from model_core.sampling import SamplingOptions, sample
+
+    for name in ("text", "cond"):
+        if name not in upstream:
+            raise ValueError(f"{STEP} needs --input {name}=<manifest key>")
+    group = _init_group()
+    rank = group.rank() if group is not None else 0
+    if group is not None and ctx.device.startswith("cuda"):
+        ctx.device = f"cuda:{torch.cuda.current_device()}"
+    shard = read_manifest(ctx.store, shard_key, ShardManifest)
+    text = read_manifest(ctx.store, upstream["text"], StepManifest)
+    cond = read_manifest(ctx.store, upstream["cond"], StepManifest)
+    started = time.perf_counter()
+    outputs: dict[str, UnitOutput] = {}
+    telemetry = ctx.telemetry(shard.campaign_id, STEP)
+    with telemetry:
+        model = None
+        for unit in shard.units:
+            up = next((m for m in (text, cond) if m.ok(unit.unit_id) is None), None)
+            if up is not None:
+                why = up.units.get(unit.unit_id)
+                outputs[unit.unit_id] = UnitOutput(
+                    unit_id=unit.unit_id,
+                    status="failed",
+                    error=f"{up.step} failed: {why.error if why else '-'}",
+                )
+                telemetry.unit_done("failed")
+                continue
+            t0 = time.perf_counter()
+            key = content_key(
+                shard.prefix, shard.campaign_id, unit.unit_id, STEP, _payload(unit, text, cond), OUTPUT
+            )
+            folder = key.rsplit("/", 1)[0]
+            found = _agree(group, existing_artifacts(ctx.store, {"latents": key}) if rank == 0 else None)
+            if found is not None:
+                log.info("%s %s: latents exist, skipped (%s)", STEP, unit.unit_id, key)
+                outputs[unit.unit_id] = UnitOutput(unit_id=unit.unit_id, status="skipped", artifacts=found)
+                telemetry.unit_done("skipped")
+                continue
+            try:
+                if model is None:
+                    with telemetry.time_checkpoint_load():
+                        model = load_dit(ctx, shard.models[shard.dit])
+                options = SamplingOptions(**unit.sampling)
+                resume, resume_key = _latest_checkpoint(ctx, folder) if rank == 0 else (None, None)
+                resume = _agree(group, resume)
+                start_step = resume.step_index if resume is not None else 0
+                if resume is not None:
+                    log.info("%s %s: resuming at step %d from %s", STEP, unit.unit_id, start_step, resume_key)
+                last = [time.perf_counter()]
+
+                def progress(done: int, total: int, unit_id: str = unit.unit_id, last: list[float] = last) -> None:
+                    now = time.perf_counter()
+                    telemetry.observe_sampling_step(now - last[0])
+                    last[0] = now
+                    if rank == 0:
+                        ctx.report(unit_id, done, total)
+
+                def on_checkpoint(ckpt: StepCheckpoint, folder: str = folder) -> None:
+                    if rank == 0:
+                        _write_checkpoint(ctx, folder, ckpt)
+
+                with torch.no_grad():
+                    latents = sample(
+                        model,
+                        conditioning(ctx, unit, text, cond),
+                        options,
+                        group=group,
+                        checkpoint_every=shard.checkpoint_every,
+                        resume_from=resume,
+                        on_checkpoint=on_checkpoint,
+                        progress=progress,
+                    )
+                if rank == 0:
+                    meta = TensorMeta(
+                        step=STEP,
+                        meaning={"latents": "final unscaled DiT latents [1, C, T, h, w] (float32)"},
+                        model_versions={"dit": unit.models["dit"]},
+                        extra={"seed": unit.seed, "sampling": unit.sampling, "resumed_from": start_step},
+                    )
+                    ctx.store.put_bytes(
+                        key,
+                        dump_tensors({"latents": latents.float().cpu()}, meta),
+                        metadata={"format": "safetensors"},
+                    )
+                    for old in ctx.store.list(folder):
+                        if _CKPT.search(old):
+                            ctx.store.delete(old)
+                    ref = artifact_ref(ctx.store, key)
+                    telemetry.bytes_moved("upload", ref.size)
+                    outputs[unit.unit_id] = UnitOutput(
+                        unit_id=unit.unit_id,
+                        status="ok",
+                        artifacts={"latents": ref},
+                        seconds=round(time.perf_counter() - t0, 3),
+                        details={
+                            "resumed_from": start_step,
+                            "steps_run": options.num_steps - start_step,
+                            "world_size": group.size() if group is not None else 1,
+                        },
+                    )
+                telemetry.unit_done("ok")
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                if group is not None:
+                    raise  # a rank that fails alone would hang the others in the next collective
+                log.error("%s %s failed: %s\n%s", STEP, unit.unit_id, exc, traceback.format_exc())
+                outputs[unit.unit_id] = UnitOutput(
+                    unit_id=unit.unit_id, status="failed", error=f"{type(exc).__name__}: {exc}"
+                )
+                telemetry.unit_done("failed")
+    if rank != 0:
+        return ""
+    manifest = StepManifest(
+        step=STEP,
+        campaign_id=shard.campaign_id,
+        shard_id=shard.shard_id,
+        units=outputs,
+        seconds=round(time.perf_counter() - started, 3),
+        model_versions={"dit": shard.dit},
+    )
+    digest = short_digest({"shard": shard_key, "upstream": dict(sorted(upstream.items())), "step": STEP})
+    mkey = validate_key(
+        f"{shard.prefix}/{shard.campaign_id}/_shards/{shard.shard_id}/{STEP}/{digest}/manifest.json"
+    )
+    write_manifest(ctx.store, mkey, manifest)
+    return mkey
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    code = step_main(STEP, run, argv, description=__doc__ or "")
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

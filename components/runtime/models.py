@@ -1,0 +1,167 @@
+"""Loading pinned registry versions into model_core objects: one function per model family, one cache.
+
+A step asks for a model by the pin ``plan`` wrote into its shard (``name/version`` + preset); the registry
+downloads and verifies the files once per node, and the loaded object is kept in the step context for the
+rest of the process (the local runner renders every shard in one process and loads each model once).
+The preset tag decides the loader: a DiT or VAE preset from ``model_core.configs``, or an encoder preset
+(LLaVA, CLIP text tower, Whisper) read as a transformers folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.runtime.manifest import ModelPin
+from components.runtime.registry import ResolvedModel
+from components.runtime.step import StepContext
+
+if TYPE_CHECKING:
+    import torch
+
+    from model_core.audio import WhisperAudioEncoder
+    from model_core.dit import HunyuanDiT
+    from model_core.text import ClipPooledEncoder, LlavaTextEncoder
+    from model_core.vae import CausalVAE3D
+
+__all__ = ["fetch_pin", "load_clip", "load_dit", "load_llava", "load_vae", "load_whisper", "model_dtype"]
+
+log = logging.getLogger(__name__)
+
+
+def model_dtype(device: str) -> torch.dtype:
+    """bf16 on a GPU (as the releases run), fp32 on CPU (where bf16 matmuls are slow and inexact)."""
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def fetch_pin(ctx: StepContext, pin: ModelPin) -> Path:
+    """The verified local folder of a pinned version (downloaded once per node)."""
+    resolved = ResolvedModel(
+        name=pin.name,
+        version=pin.version,
+        preset=pin.preset,
+        files=pin.files,
+        total_bytes=pin.total_bytes,
+        source=pin.source,
+        sizes=pin.sizes,
+    )
+    return ctx.registry.fetch(resolved)
+
+
+def _cached(ctx: StepContext, role: str, pin: ModelPin, build: Any) -> Any:
+    key = (role, pin.pinned)
+    if key not in ctx.model_cache:
+        started = time.perf_counter()
+        folder = fetch_pin(ctx, pin)
+        ctx.model_cache[key] = build(folder)
+        log.info("loaded %s %s (%s) in %.1f s", role, pin.pinned, pin.preset, time.perf_counter() - started)
+    return ctx.model_cache[key]
+
+
+def _family(pin: ModelPin) -> str:
+    from model_core.configs import ENCODER_PRESETS, PRESETS, VAE_PRESETS
+
+    if pin.preset in PRESETS:
+        return "dit"
+    if pin.preset in VAE_PRESETS:
+        return "vae"
+    if pin.preset in ENCODER_PRESETS:
+        return ENCODER_PRESETS[pin.preset].family
+    raise ValueError(
+        f"{pin.pinned} carries preset {pin.preset!r}, which this version of adrender does not know"
+    )
+
+
+def _expect(pin: ModelPin, family: str, role: str) -> None:
+    found = _family(pin)
+    if found != family:
+        raise ValueError(
+            f"{pin.pinned} (preset {pin.preset}) is a {found} model but is used as the {role}; point the "
+            f"campaign's models.{role} at a {family} model"
+        )
+
+
+def load_dit(ctx: StepContext, pin: ModelPin) -> HunyuanDiT:
+    """The DiT of a pinned version, on the context's device (bf16 on GPU, fp32 on CPU)."""
+    _expect(pin, "dit", "dit")
+
+    def build(folder: Path) -> HunyuanDiT:
+        from model_core.checkpoints import load_model
+
+        model = load_model(pin.preset, folder, device=ctx.device, dtype=model_dtype(ctx.device))
+        return model  # type: ignore[return-value]
+
+    result: HunyuanDiT = _cached(ctx, "dit", pin, build)
+    return result
+
+
+def load_vae(ctx: StepContext, pin: ModelPin) -> CausalVAE3D:
+    """The 3D VAE of a pinned version (fp32 on CPU; bf16 on GPU as the release decodes)."""
+    _expect(pin, "vae", "vae")
+
+    def build(folder: Path) -> CausalVAE3D:
+        from model_core.vae import load_vae as _load
+
+        return _load(folder, device=ctx.device, dtype=model_dtype(ctx.device))
+
+    result: CausalVAE3D = _cached(ctx, "vae", pin, build)
+    return result
+
+
+def load_llava(ctx: StepContext, pin: ModelPin, *, video: bool = True) -> LlavaTextEncoder:
+    """The LLaVA text(-image) encoder with the video template (HunyuanVideo / HunyuanCustom).
+
+    Released tokenizers give the template's published crop start (95); a tiny preset's tokenizer gets the
+    crop it measures, since its token count differs.
+    """
+    _expect(pin, "llava", "text_encoder")
+
+    def build(folder: Path) -> LlavaTextEncoder:
+        from transformers import AutoConfig
+
+        from model_core.text import IMAGE_TEMPLATE, VIDEO_TEMPLATE, LlavaTextEncoder, measure_crop_start
+
+        template = VIDEO_TEMPLATE if video else IMAGE_TEMPLATE
+        with_vision = AutoConfig.from_pretrained(folder, local_files_only=True).model_type == "llava"
+        dtype = model_dtype(ctx.device)
+        if pin.preset.startswith("tiny-"):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, padding_side="right")
+            template = template.with_crop_start(measure_crop_start(tokenizer, template))
+        return LlavaTextEncoder.from_pretrained(
+            folder, with_vision=with_vision, dtype=dtype, device=ctx.device, template=template
+        )
+
+    result: LlavaTextEncoder = _cached(ctx, "text_encoder", pin, build)
+    return result
+
+
+def load_clip(ctx: StepContext, pin: ModelPin) -> ClipPooledEncoder:
+    """The CLIP-L text tower (pooled output)."""
+    _expect(pin, "clip-text", "text_encoder_2")
+
+    def build(folder: Path) -> ClipPooledEncoder:
+        from model_core.text import ClipPooledEncoder
+
+        return ClipPooledEncoder.from_pretrained(folder, dtype=model_dtype(ctx.device), device=ctx.device)
+
+    result: ClipPooledEncoder = _cached(ctx, "text_encoder_2", pin, build)
+    return result
+
+
+def load_whisper(ctx: StepContext, pin: ModelPin) -> WhisperAudioEncoder:
+    """The Whisper encoder of the audio mode (fp32, as the release)."""
+    _expect(pin, "whisper", "audio_encoder")
+
+    def build(folder: Path) -> WhisperAudioEncoder:
+        from model_core.audio import WhisperAudioEncoder
+
+        return WhisperAudioEncoder.from_pretrained(folder, device=ctx.device)
+
+    result: WhisperAudioEncoder = _cached(ctx, "audio_encoder", pin, build)
+    return result
