@@ -5,6 +5,7 @@
     adrender models list
     adrender models resolve REF              (REF = name@alias or name/version)
     adrender models fetch REF [--verify]     (download into the local cache and print its folder)
+    adrender models bootstrap-tiny [--alias production] [--force]   (random tiny models for the demo and tests)
 
 The registry is the one `MLFLOW_TRACKING_URI` names (default: a sqlite file under ./.adrender), the cache the one
 `ADRENDER_MODEL_CACHE` names; see `components.runtime.registry`.
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from components.runtime.registry import ModelRef, Registry, RegistryError
+from components.runtime.registry import ModelRef, Registry, RegistryError, ResolvedModel
 
 __all__ = ["add_models"]
 
@@ -63,6 +64,20 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     registry = _registry()
     folder = registry.fetch(registry.resolve(ModelRef.parse(args.ref)), full_verify=args.verify)
     print(folder)
+    return 0
+
+
+def _cmd_bootstrap_tiny(args: argparse.Namespace) -> int:
+    from pipelines.bootstrap import bootstrap_tiny
+
+    registry = _registry()
+    print(f"registering tiny random-weight models (they render noise) at {registry.tracking_uri}")
+
+    def report(resolved: ResolvedModel, registered: bool) -> None:
+        state = "registered" if registered else "unchanged "
+        print(f"{state} {resolved.name}@{args.alias} -> {resolved}  preset {resolved.preset}", flush=True)
+
+    bootstrap_tiny(registry, alias=args.alias, force=args.force, progress=report)
     return 0
 
 
@@ -112,3 +127,22 @@ def add_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     fetch.add_argument("ref", help="name@alias or name/version")
     fetch.add_argument("--verify", action="store_true", help="re-hash every cached file, not only sizes")
     fetch.set_defaults(func=_guarded(_cmd_fetch))
+
+    tiny = sub.add_parser(
+        "bootstrap-tiny",
+        help="register random tiny versions of every model a campaign needs",
+        description="Write tiny random-weight models (four DiT modes, VAE, LLaVA, CLIP, Whisper) and register "
+        "them under the campaign's default model names. They render noise: use them to try the pipeline, then "
+        "register the released checkpoints. Running it again registers nothing new.",
+    )
+    tiny.add_argument(
+        "--alias",
+        default="production",
+        help="alias to point at the tiny versions (default: production, what campaigns use by default)",
+    )
+    tiny.add_argument(
+        "--force",
+        action="store_true",
+        help="move the alias even where it points at a released (non-tiny) checkpoint",
+    )
+    tiny.set_defaults(func=_guarded(_cmd_bootstrap_tiny))

@@ -1,0 +1,104 @@
+"""`adrender models bootstrap-tiny` against a real MLflow registry on a sqlite file (the embedded default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.runtime.registry import Registry, RegistryError, ResolvedModel
+from components.runtime.spec import Mode, ModelRefs
+from model_core.tiny_models import TINY_MODELS
+from pipelines.bootstrap import TINY_SOURCE, bootstrap_tiny
+from pipelines.cli import main
+
+# MLflow's own sqlalchemy models trigger this deprecation; nothing adrender can change.
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
+
+
+@pytest.fixture(scope="module")
+def bootstrapped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, list[ResolvedModel]]:
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("bootstrap")
+    registry = Registry(f"sqlite:///{root / 'mlflow.db'}", root / "cache")
+    return registry, bootstrap_tiny(registry, work_dir=root / "work")
+
+
+def test_the_tiny_names_are_the_campaign_defaults() -> None:
+    defaults = ModelRefs()
+    names = {ref.split("@")[0] for mode in Mode for ref in defaults.for_mode(mode, foley=False).values()}
+    assert names == set(TINY_MODELS)
+    assert all(
+        ref.endswith("@production") for mode in Mode for ref in defaults.for_mode(mode, foley=False).values()
+    )
+
+
+def test_bootstrap_twice_registers_nothing_new(bootstrapped: tuple[Registry, list[ResolvedModel]]) -> None:
+    registry, first = bootstrapped
+    assert [(r.name, r.version, r.preset) for r in first] == [(n, 1, p) for n, p in TINY_MODELS.items()]
+    assert all(r.source == TINY_SOURCE for r in first)
+    seen: list[tuple[str, bool]] = []
+    again = bootstrap_tiny(registry, progress=lambda r, registered: seen.append((r.name, registered)))
+    assert again == first
+    assert seen == [(name, False) for name in TINY_MODELS]
+    assert {m.name: m.versions for m in registry.list_models()} == {name: (1,) for name in TINY_MODELS}
+
+
+def test_every_model_resolves_fetches_and_loads(bootstrapped: tuple[Registry, list[ResolvedModel]]) -> None:
+    from model_core.audio import WhisperAudioEncoder
+    from model_core.checkpoints import load_model
+    from model_core.configs import PRESETS
+    from model_core.text import ClipPooledEncoder, LlavaTextEncoder
+    from model_core.vae import load_vae
+
+    registry, _ = bootstrapped
+    for name, preset in TINY_MODELS.items():
+        resolved = registry.resolve(f"{name}@production")
+        folder = registry.fetch(resolved, full_verify=True)
+        if preset in PRESETS:
+            dit = load_model(preset, folder, dtype=torch.float32)
+            assert dit.config == PRESETS[preset]
+        elif preset == "tiny-hunyuan-vae":
+            assert load_vae(folder).config.latent_channels == 16
+        elif preset == "tiny-llava":
+            llava = LlavaTextEncoder.from_pretrained(folder, with_vision=True, dtype=torch.float32)
+            assert llava.supports_images and llava.encode(["一位女士微笑"]).states.shape == (1, 256, 32)
+        elif preset == "tiny-clip":
+            clip = ClipPooledEncoder.from_pretrained(folder, dtype=torch.float32)
+            assert clip.encode(["a woman smiles"]).shape == (1, 16)
+        else:
+            whisper = WhisperAudioEncoder.from_pretrained(folder)
+            assert whisper.hidden_states(torch.zeros(16000).numpy()).shape == (1, 1500, 5, 16)
+
+
+def test_an_alias_on_a_released_checkpoint_is_not_moved_without_force(tmp_path: Path) -> None:
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "cache")
+    released = tmp_path / "released-vae"
+    released.mkdir()
+    (released / "config.json").write_text("{}")
+    registry.register("hunyuan-vae", released, "hunyuan-vae", source="release", aliases=["production"])
+    with pytest.raises(
+        RegistryError, match=r"hunyuan-vae@production -> hunyuan-vae/1 \(hunyuan-vae\).*--force"
+    ):
+        bootstrap_tiny(registry)
+    assert [m.name for m in registry.list_models()] == ["hunyuan-vae"]  # nothing registered
+    moved = bootstrap_tiny(registry, force=True)
+    assert registry.resolve("hunyuan-vae@production") == moved[list(TINY_MODELS).index("hunyuan-vae")]
+    assert registry.resolve("hunyuan-vae@production").version == 2
+
+
+def test_command_line_prints_each_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("ADRENDER_MODEL_CACHE", str(tmp_path / "cache"))
+    assert main(["models", "bootstrap-tiny", "--alias", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "render noise" in out
+    assert "registered hunyuancustom-dit@tiny -> hunyuancustom-dit/1  preset tiny-hunyuancustom-720p" in out
+    assert main(["models", "bootstrap-tiny", "--alias", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("unchanged ") == len(TINY_MODELS) and "registered " not in out
+    assert main(["models", "bootstrap-tiny", "--alias", "latest"]) == 1
+    assert "alias 'latest' is invalid" in capsys.readouterr().err
