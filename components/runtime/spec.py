@@ -4,8 +4,9 @@ A campaign file (YAML or JSON) holds campaign-wide settings and a list of render
 
     id: spring-shampoo            # safe id, see SAFE_ID_PATTERN
     schedule: "0 6 * * 1"         # optional 5-field crontab
-    defaults: {size: 720x1280, variants: 2}
-    models: {vae: hunyuan-vae@production}
+    territory: [US, CA]           # optional: where the videos are shown (ISO 3166-1 alpha-2, or EU)
+    defaults: {sizes: [720x1280, 1280x720], variants: 2}
+    models: {dit: hunyuancustom-dit@production}
     qc: {freeze_min_seconds: 0.5}
     output_prefix: renders
     jobs:
@@ -14,34 +15,55 @@ A campaign file (YAML or JSON) holds campaign-wide settings and a list of render
         subjects: [{word: woman, image: assets/woman.png}]
 
 `load_campaign(path)` returns a resolved, frozen `Campaign` or raises one `CampaignError` that lists every
-problem of the file, each as ``<file>: <field path>: <what is wrong and how to fix it>``.
+problem of the file, each as ``<file>: <field path>: <what is wrong and how to fix it>``. Things that are
+allowed but probably not meant (a negative prompt that cfg 1.0 ignores, ``UK`` for ``GB``) are kept on
+`Campaign.warnings`.
 
 Resolution. A field a job leaves unset is taken from the campaign `defaults`, then from the per-mode
-defaults of HunyuanCustom / HunyuanVideo (`MODE_DEFAULTS`), so every value the renderer will use is visible
-in the loaded model. The mode is derived from what the job gives: `editing` (an `edit` block), `audio` (an
-`audio` block), `image` (subjects only), `t2v` (no subjects). Seeds left unset are derived from the campaign
-id, the job id and the variant index (`derive_seed`), so a rerun of the same file renders the same videos.
+defaults, so every value the renderer will use is visible in the loaded model. Sampling settings (steps,
+cfg scale, flow shift, embedded guidance, DeepCache) come from `model_core.sampling.options.MODE_DEFAULTS`
+and are checked by building the sampler's own `SamplingOptions` (`Job.sampling_options`); the spec keeps
+only what the sampler does not know (`RENDER_DEFAULTS`: frames, size, fps, negative prompt, foley). The
+mode is derived from what the job gives: `editing` (an `edit` block), `audio` (an `audio` block), `image`
+(subjects only), `t2v` (no subjects). Seeds left unset are derived from the campaign id, the job id and the
+variant index (`derive_seed`), so a rerun of the same file renders the same videos.
 
-Validation checks syntax and consistency, not existence: asset URIs must have an allowed form and a
-plausible extension, but the files they name are checked by the `plan` step, which reads the store.
+Render units. A job renders every one of its `sizes` (one creative in 9:16, 16:9 and 1:1 is common) times
+every variant; `Campaign.render_units()` lists them (at most `MAX_UNITS` per campaign). A variant uses the
+same seed in every size.
+
+Strict types. Numbers must be written as numbers: ``steps: yes`` (a YAML boolean) and ``steps: "30"`` (a
+quoted string) are rejected rather than converted, and so are ``1``/``"true"`` for true/false switches.
+
+Files. Validation here checks the form of asset URIs: ``s3://bucket/key``, ``file:///abs/path`` or a path
+relative to the campaign file that stays inside the campaign's folder (symbolic links resolved). Whether
+the files exist and decode is checked by `components.runtime.assets.check_assets` (``adrender validate``
+runs it unless ``--no-media``). YAML merge keys (``<<: *base``) are supported; complex keys, nesting
+deeper than `MAX_NESTING` and alias expansions beyond `MAX_NODES` values are refused.
 
 Safe ids. Campaign and job ids become parts of storage keys, folder names and metric labels, so they match
 `SAFE_ID_PATTERN`: 1-63 characters of lowercase letters, digits, ``-`` and ``_``, starting and ending with a
 letter or digit. No ``/``, no ``.`` (so no ``..``), no spaces, and no uppercase, because two ids that differ
 only in case would collide on a case-insensitive file system.
+
+This module does not import torch: `model_core.sampling` is imported inside the functions that need it.
 """
+
 from __future__ import annotations
 
 import difflib
 import hashlib
 import json
 import re
+import reprlib
 import typing
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -49,6 +71,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -58,9 +81,21 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from components.runtime.registry import ModelRef
+from components.runtime.territory import ALIASES, TerritoryError, canonical_code, normalise_territories
+
+if TYPE_CHECKING:
+    from model_core.sampling.options import SamplingOptions
+
+try:  # libyaml's parser: ten times faster on large campaigns
+    from yaml import CSafeLoader as _YamlLoader
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
 
 __all__ = [
-    "MODE_DEFAULTS",
+    "MAX_NESTING",
+    "MAX_NODES",
+    "MAX_UNITS",
+    "RENDER_DEFAULTS",
     "SAFE_ID_PATTERN",
     "SUPPORTED_SIZES",
     "AudioDrive",
@@ -92,15 +127,30 @@ _SAFE_ID = re.compile(SAFE_ID_PATTERN)
 # HUNYUAN_FACTS.md §1.8 (HunyuanVideo 540p and 720p, height x width) and §2.6 (HunyuanCustom's 1-GPU
 # 512x896, plus its vertical twin for 9:16 ads).
 SUPPORTED_SIZES: tuple[tuple[int, int], ...] = (
-    (544, 960), (960, 544), (624, 832), (832, 624), (720, 720),
-    (720, 1280), (1280, 720), (1104, 832), (832, 1104), (960, 960),
-    (512, 896), (896, 512),
+    (544, 960),
+    (960, 544),
+    (624, 832),
+    (832, 624),
+    (720, 720),
+    (720, 1280),
+    (1280, 720),
+    (1104, 832),
+    (832, 1104),
+    (960, 960),
+    (512, 896),
+    (896, 512),
 )
 MAX_FRAMES = 129  # the models are trained on 129 frames (33 latent frames)
 MIN_FRAMES = 5  # two latent frames; a single frame is a picture, not an ad
 MAX_VARIANTS = 16
 MAX_SUBJECTS = 4
+MAX_UNITS = 10_000  # render units (jobs x sizes x variants) of one campaign
 SEED_MAX = 2**32 - 1  # numpy and every torch generator accept 32-bit seeds
+# Parser limits. A campaign nests about 6 levels deep and holds some 60 values per job (600,000 for the
+# largest campaign); the limits only stop files that would exhaust memory or the stack.
+MAX_NESTING = 32
+MAX_NODES = 2_000_000
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 # HUNYUAN_FACTS.md §2.6 example negative prompt, used by the HunyuanCustom modes when nothing is given.
 DEFAULT_NEGATIVE_PROMPT = (
@@ -123,39 +173,75 @@ class Mode(str, Enum):
 
 
 @dataclass(frozen=True)
-class _ModeDefaults:
-    steps: int
-    cfg_scale: float
-    flow_shift: float
-    embedded_guidance: float | None  # only the T2V checkpoint has a guidance embedding
+class _RenderDefaults:
     frames: int
     size: tuple[int, int]
     fps: int
-    negative_prompt: str
+    negative_prompt: str  # used only when the job runs real CFG (cfg_scale > 1)
     foley: bool
 
 
 # HUNYUAN_FACTS.md §2.6 (HunyuanCustom) and §1.8 (HunyuanVideo T2V). Sizes: the 720p default of each.
-MODE_DEFAULTS: Mapping[Mode, _ModeDefaults] = {
-    Mode.IMAGE: _ModeDefaults(30, 7.5, 13.0, None, 129, (720, 1280), 25, DEFAULT_NEGATIVE_PROMPT, True),
+# Sampling defaults are model_core's (`model_core.sampling.options.MODE_DEFAULTS`), not repeated here.
+RENDER_DEFAULTS: Mapping[Mode, _RenderDefaults] = {
+    Mode.IMAGE: _RenderDefaults(129, (720, 1280), 25, DEFAULT_NEGATIVE_PROMPT, True),
     # the driving audio is the soundtrack: no foley on top of it by default
-    Mode.AUDIO: _ModeDefaults(30, 7.5, 13.0, None, 129, (720, 1280), 25, DEFAULT_NEGATIVE_PROMPT, False),
-    Mode.EDITING: _ModeDefaults(50, 7.5, 5.0, None, 129, (720, 1280), 25, DEFAULT_NEGATIVE_PROMPT, True),
+    Mode.AUDIO: _RenderDefaults(129, (720, 1280), 25, DEFAULT_NEGATIVE_PROMPT, False),
+    Mode.EDITING: _RenderDefaults(129, (720, 1280), 25, DEFAULT_NEGATIVE_PROMPT, True),
     # T2V runs without real CFG (cfg 1.0, embedded guidance 6.0), so a negative prompt would be unused
-    Mode.T2V: _ModeDefaults(50, 1.0, 7.0, 6.0, 129, (720, 1280), 24, "", True),
+    Mode.T2V: _RenderDefaults(129, (720, 1280), 24, "", True),
 }
+
+# the spec's field names for the sampler's option names
+_SAMPLING_FIELDS: Mapping[str, str] = {
+    "steps": "num_steps",
+    "flow_shift": "shift",
+    "cfg_scale": "cfg_scale",
+    "embedded_guidance": "embedded_guidance",
+}
+
+
+def _sampling_defaults(mode: Mode) -> SamplingOptions:
+    """model_core's defaults for `mode` (imported here: model_core.sampling pulls in torch)."""
+    from model_core.sampling.options import MODE_DEFAULTS, SamplingMode
+
+    return MODE_DEFAULTS[SamplingMode(mode.value)]
+
+
+def _sampling_error(exc: ValueError) -> str:
+    """model_core's message with the spec's field names (num_steps -> steps, shift -> flow_shift)."""
+    text = str(exc)
+    for spec_name, option in _SAMPLING_FIELDS.items():
+        if spec_name != option:
+            text = re.sub(rf"\b{option}\b", spec_name, text)
+    return text
 
 
 # errors ---------------------------------------------------------------------------------------------------
 
+_SHOW = reprlib.Repr()  # bounded work and length whatever the value's size
+_SHOW.maxlevel, _SHOW.maxdict, _SHOW.maxlist, _SHOW.maxtuple, _SHOW.maxset = 2, 4, 4, 4, 4
+_SHOW.maxstring = _SHOW.maxother = 70
+SHOW_CHARS = 80
+
+
+def _show(value: Any) -> str:
+    """A short repr of a user's value for a message: never more than ~80 characters, whatever its size."""
+    text = _SHOW.repr(value)
+    return text if len(text) <= SHOW_CHARS else text[: SHOW_CHARS - 3] + "..."
+
 
 @dataclass(frozen=True)
 class CampaignIssue:
-    """One problem in a campaign file: where it is and how to fix it."""
+    """One problem in a campaign file: where it is and how to fix it.
+
+    `severity` is "error" (the campaign is rejected) or "warning" (allowed, but probably not meant).
+    """
 
     file: str
     path: str  # field path such as "jobs[2].frames"; "" for the file as a whole
     message: str
+    severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
         return f"{self.file}: {self.path}: {self.message}" if self.path else f"{self.file}: {self.message}"
@@ -173,22 +259,30 @@ class CampaignError(ValueError):
 
 def _problems(items: Sequence[tuple[str, str]]) -> PydanticCustomError:
     """One validation error carrying several (sub-path, message) problems; `_translate` expands them."""
-    return PydanticCustomError("adrender_spec", "{summary}", {"summary": items[0][1], "problems": tuple(items)})
+    return PydanticCustomError(
+        "adrender_spec", "{summary}", {"summary": items[0][1], "problems": tuple(items)}
+    )
 
 
 def _problem(message: str, at: str = "") -> PydanticCustomError:
     return _problems([(at, message)])
 
 
-def _run_then_check(handler: ValidatorFunctionWrapHandler, value: Any, problems: list[tuple[str, str]]) -> Any:
+def _run_then_check(
+    handler: ValidatorFunctionWrapHandler, value: Any, problems: list[tuple[str, str]]
+) -> Any:
     """Run the inner validation, then report its errors and `problems` together."""
     try:
         result = handler(value)
     except ValidationError as exc:
         if not problems:
             raise
-        details = [InitErrorDetails(type=PydanticCustomError(e["type"], e["msg"], e.get("ctx")),
-                                    loc=e["loc"], input=e["input"]) for e in exc.errors()]
+        details = [
+            InitErrorDetails(
+                type=PydanticCustomError(e["type"], e["msg"], e.get("ctx")), loc=e["loc"], input=e["input"]
+            )
+            for e in exc.errors()
+        ]
         details.append(InitErrorDetails(type=_problems(problems), loc=(), input=value))
         raise ValidationError.from_exception_data(exc.title, details) from None
     if problems:
@@ -203,8 +297,8 @@ def _check_id(value: str) -> str:
     if not _SAFE_ID.match(value):
         slug = re.sub(r"[^a-z0-9_-]+", "-", value.lower()).strip("-_")[:63] or "my-id"
         raise _problem(
-            f"id {value!r} is unsafe in a storage key or path; use 1-63 lowercase letters, digits, '-' or '_', "
-            f"starting and ending with a letter or digit, e.g. {slug!r}"
+            f"id {_show(value)} is unsafe in a storage key or path; use 1-63 lowercase letters, digits, '-' or "
+            f"'_', starting and ending with a letter or digit, e.g. {slug!r}"
         )
     return value
 
@@ -227,26 +321,56 @@ def _check_text(value: str) -> str:
     return value
 
 
+def _sampling_check(name: str) -> AfterValidator:
+    """Check one sampling setting with the sampler's own rules (`SamplingOptions`), on a mode-neutral base."""
+    option = _SAMPLING_FIELDS[name]
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return value
+        try:
+            _sampling_defaults(Mode.T2V).with_(**{option: value})
+        except ValueError as exc:
+            hint = _FIX_HINTS.get(name, "")
+            raise _problem(_sampling_error(exc) + (f" ({hint})" if hint else "")) from None
+        return value
+
+    return AfterValidator(check)
+
+
 def _uri_checker(kind: str, extensions: tuple[str, ...]) -> AfterValidator:
-    """An after-validator for an asset URI: s3://bucket/key, file:///abs/path or a path relative to the file."""
+    """An after-validator for an asset URI: s3://bucket/key, file:///abs/path or a path relative to the file.
+
+    A relative path must stay inside the campaign file's folder, also after symbolic links are resolved.
+    """
 
     def check(value: str, info: ValidationInfo) -> str:
         value = value.strip()
         example = f"assets/example{extensions[0]}"
         if not value:
-            raise _problem(f"empty {kind} URI; give s3://bucket/key, file:///abs/path or a relative path like {example!r}")
+            raise _problem(
+                f"empty {kind} URI; give s3://bucket/key, file:///abs/path or a relative path like {example!r}"
+            )
+        if "\\" in value:
+            raise _problem(f"{_show(value)} contains a backslash; use / as separator, e.g. {example!r}")
         scheme, sep, rest = value.partition("://")
         if sep:
             if scheme == "s3":
                 bucket, _, key = rest.partition("/")
                 if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket) or not key:
-                    raise _problem(f"{value!r} is not an s3://bucket/key URI; e.g. 's3://ads-assets/{example}'")
+                    raise _problem(
+                        f"{_show(value)} is not an s3://bucket/key URI; e.g. 's3://ads-assets/{example}'"
+                    )
                 if ".." in PurePosixPath(key).parts:
-                    raise _problem(f"{value!r}: '..' is not allowed inside an S3 key; write the key in full")
+                    raise _problem(
+                        f"{_show(value)}: '..' is not allowed inside an S3 key; write the key in full"
+                    )
                 path_part = key
             elif scheme == "file":
                 if not rest.startswith("/"):
-                    raise _problem(f"{value!r}: file URIs need an absolute path, e.g. 'file:///data/{example}'")
+                    raise _problem(
+                        f"{_show(value)}: file URIs need an absolute path, e.g. 'file:///data/{example}'"
+                    )
                 path_part = rest
             else:
                 raise _problem(
@@ -254,15 +378,26 @@ def _uri_checker(kind: str, extensions: tuple[str, ...]) -> AfterValidator:
                     "or use file:///abs/path or a relative path"
                 )
         elif value.startswith("/"):
-            raise _problem(f"absolute path {value!r}: write it as 'file://{value}' or make it relative to the file")
+            raise _problem(
+                f"absolute path {_show(value)}: write it as 'file://{value}' or make it relative to the file"
+            )
         else:
             path_part = value
-            base = (info.context or {}).get("base_dir")
-            value = (Path(base) if base else Path.cwd()).joinpath(value).resolve().as_uri()
+            context = info.context or {}
+            base = context.get("base_dir_resolved") or (Path(context.get("base_dir") or Path.cwd())).resolve()
+            target = base.joinpath(value).resolve()
+            if not target.is_relative_to(base):
+                how = "through a symbolic link " if ".." not in PurePosixPath(value).parts else ""
+                raise _problem(
+                    f"{_show(value)} leads {how}outside the campaign's folder {base}; keep assets in that folder "
+                    "(or below it), or name them explicitly as file:///abs/path or s3://bucket/key"
+                )
+            value = target.as_uri()
         if not path_part.lower().endswith(extensions):
             article = "an" if kind[0] in "aeiou" else "a"
-            raise _problem(f"{path_part!r} does not look like {article} {kind} file; expected one of "
-                           f"{', '.join(extensions)}")
+            raise _problem(
+                f"{_show(path_part)} does not look like {article} {kind} file; expected one of {', '.join(extensions)}"
+            )
         return value
 
     return AfterValidator(check)
@@ -271,9 +406,11 @@ def _uri_checker(kind: str, extensions: tuple[str, ...]) -> AfterValidator:
 SafeId = Annotated[str, AfterValidator(_check_id)]
 Prompt = Annotated[str, Field(max_length=2000), AfterValidator(_check_text)]
 Frames = Annotated[int, AfterValidator(_check_frames)]
-Steps = Annotated[int, Field(ge=1, le=200)]
-CfgScale = Annotated[float, Field(ge=0.0, le=30.0)]
-FlowShift = Annotated[float, Field(gt=0.0, le=30.0)]
+# lower bounds are the sampler's (`SamplingOptions`); upper bounds only catch typos
+Steps = Annotated[int, Field(le=200), _sampling_check("steps")]
+CfgScale = Annotated[float, Field(le=30.0), _sampling_check("cfg_scale")]
+FlowShift = Annotated[float, Field(le=30.0), _sampling_check("flow_shift")]
+Guidance = Annotated[float, Field(ge=1.0, le=20.0)]
 Variants = Annotated[int, Field(ge=1, le=MAX_VARIANTS)]
 ImageUri = Annotated[str, _uri_checker("image", _IMAGE_EXT)]
 AudioUri = Annotated[str, _uri_checker("audio", _AUDIO_EXT)]
@@ -281,7 +418,8 @@ VideoUri = Annotated[str, _uri_checker("video", _VIDEO_EXT)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no silent conversions (`steps: yes` is not 1, `steps: "30"` is not 30)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # model references ---------------------------------------------------------------------------------------------
@@ -310,12 +448,30 @@ ModelRefText = Annotated[str, AfterValidator(_check_model_ref)]
 
 
 class DitRefs(_Strict):
-    """The DiT checkpoint used for each mode (the four are different registered models)."""
+    """The DiT checkpoint used for each mode (the four are different registered models).
+
+    A single reference (``dit: hunyuancustom-dit@production``) is the DiT of every job when all the
+    campaign's jobs use one mode; a campaign mixing modes names one per mode.
+    """
 
     image: ModelRefText = "hunyuancustom-dit@production"
     audio: ModelRefText = "hunyuancustom-audio-dit@production"
     editing: ModelRefText = "hunyuancustom-editing-dit@production"
     t2v: ModelRefText = "hunyuanvideo-t2v-dit@production"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_for_all(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, str):
+            return data
+        modes: list[str] = (info.context or {}).get("job_modes") or [Mode.IMAGE.value]
+        if len(modes) > 1:
+            example = ", ".join(f"{m}: {getattr(DitRefs.model_fields[m], 'default', '')}" for m in modes)
+            raise _problem(
+                f"one reference {_show(data)} for jobs of several modes ({', '.join(modes)}), which need different "
+                f"checkpoints; name one per mode, e.g. dit: {{{example}}}"
+            )
+        return {modes[0]: data}
 
 
 class ModelRefs(_Strict):
@@ -330,8 +486,12 @@ class ModelRefs(_Strict):
 
     def for_mode(self, mode: Mode, *, foley: bool) -> dict[str, str]:
         """The references a job of `mode` needs, by role."""
-        refs = {"dit": getattr(self.dit, mode.value), "vae": self.vae,
-                "text_encoder": self.text_encoder, "text_encoder_2": self.text_encoder_2}
+        refs = {
+            "dit": getattr(self.dit, mode.value),
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
+        }
         if mode is Mode.AUDIO:
             refs["audio_encoder"] = self.audio_encoder
         if foley:
@@ -354,7 +514,7 @@ class Size(_Strict):
         if isinstance(data, str):
             match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", data)
             if not match:
-                raise _problem(f"size {data!r} must be 'HEIGHTxWIDTH', e.g. '720x1280'")
+                raise _problem(f"size {_show(data)} must be 'HEIGHTxWIDTH', e.g. '720x1280'")
             return {"height": int(match[1]), "width": int(match[2])}
         if isinstance(data, (list, tuple)) and len(data) == 2:
             return {"height": data[0], "width": data[1]}
@@ -363,7 +523,9 @@ class Size(_Strict):
     @model_validator(mode="after")
     def _supported(self) -> Size:
         if self.height % 16 or self.width % 16:
-            raise _problem(f"{self.height}x{self.width}: height and width must be multiples of 16; " + _sizes_hint())
+            raise _problem(
+                f"{self.height}x{self.width}: height and width must be multiples of 16; " + _sizes_hint()
+            )
         if (self.height, self.width) not in SUPPORTED_SIZES:
             raise _problem(f"{self.height}x{self.width} is not a size the models support; " + _sizes_hint())
         return self
@@ -376,10 +538,81 @@ def _sizes_hint() -> str:
     return "use one of " + ", ".join(f"{h}x{w}" for h, w in SUPPORTED_SIZES) + " (height x width)"
 
 
+def _check_sizes(sizes: list[Size]) -> list[Size]:
+    first: dict[Size, int] = {}
+    problems = []
+    for i, size in enumerate(sizes):
+        if size in first:
+            problems.append((f"[{i}]", f"{size} is listed twice (also [{first[size]}]); list each size once"))
+        first.setdefault(size, i)
+    if problems:
+        raise _problems(problems)
+    return sizes
+
+
+Sizes = Annotated[list[Size], Field(min_length=1), AfterValidator(_check_sizes)]
+
+
+# Scripts written without spaces between words: a subject word is found as a substring of the prompt.
+_UNSPACED_RANGES = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x1000, 0x109F),  # Myanmar
+    (0x1100, 0x11FF),  # Hangul Jamo
+    (0x1780, 0x17FF),  # Khmer
+    (0x2E80, 0x9FFF),  # CJK radicals and symbols, Hiragana, Katakana, Bopomofo, CJK ideographs
+    (0xAC00, 0xD7AF),  # Hangul syllables (Korean particles attach to the noun)
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFF66, 0xFF9F),  # half-width Katakana
+    (0x20000, 0x3FFFF),  # CJK extensions
+)
+
+
+def _unspaced(ch: str) -> bool:
+    code = ord(ch)
+    return any(lo <= code <= hi for lo, hi in _UNSPACED_RANGES)
+
+
+def _joins(ch: str) -> bool:
+    """Whether `ch` continues a word of a spaced script (so a match next to it is only part of a word)."""
+    return (ch.isalnum() or ch == "_" or unicodedata.category(ch).startswith("M")) and not _unspaced(ch)
+
+
+def _word_in(word: str, text: str) -> bool:
+    """Whether `word` occurs in `text` as a whole word, ignoring case.
+
+    In scripts written without spaces (Chinese, Japanese, Korean, Thai...) any occurrence counts: ``女士`` is
+    found in ``一位女士微笑``. Elsewhere the match must not continue a longer word (``wom`` is not in ``woman``).
+    """
+    needle, hay = word.strip().casefold(), text.casefold()
+    if not needle:
+        return False
+    if any(_unspaced(ch) for ch in needle):
+        return needle in hay
+    start = hay.find(needle)
+    while start >= 0:
+        end = start + len(needle)
+        if (start == 0 or not _joins(hay[start - 1])) and (end == len(hay) or not _joins(hay[end])):
+            return True
+        start = hay.find(needle, start + 1)
+    return False
+
+
+def _check_word(value: str) -> str:
+    word = value.strip()
+    ok = bool(word) and unicodedata.category(word[0]).startswith("L")
+    ok = ok and all(unicodedata.category(ch)[0] in "LM" or ch in " '-’" for ch in word)
+    if not ok:
+        raise _problem(
+            f"subject word {_show(value)} must be a word of the prompt: letters of any script, spaces, ' or -, "
+            "starting with a letter, e.g. 'woman', 'red panda' or '女士'"
+        )
+    return word
+
+
 class Subject(_Strict):
     """An identity: the word that names it in the prompt and a reference image of it."""
 
-    word: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z][A-Za-z' -]*$")]
+    word: Annotated[str, Field(min_length=1, max_length=40), AfterValidator(_check_word)]
     image: ImageUri
 
 
@@ -393,7 +626,7 @@ class AudioDrive(_Strict):
 class EditSource(_Strict):
     """Editing mode: the video to edit and a mask video (white = region to replace with the subject).
 
-    Both are resized and trimmed to the job's `size` and `frames`; the official editing script takes the
+    Both are resized and trimmed to the job's size and `frames`; the official editing script takes the
     size and frame count from the input video instead (docs/FIDELITY.md).
     """
 
@@ -434,11 +667,19 @@ class Delivery(_Strict):
         return self
 
 
+def _one_size_field(data: Mapping[str, Any]) -> None:
+    if data.get("size") is not None and data.get("sizes") is not None:
+        raise _problem(
+            "give size (one size) or sizes (a list), not both; e.g. sizes: [720x1280, 1280x720]", "sizes"
+        )
+
+
 class JobDefaults(_Strict):
     """Values applied to every job that does not set them (before the per-mode defaults)."""
 
     negative_prompt: Annotated[str, Field(max_length=2000)] | None = None
     size: Size | None = None
+    sizes: Sizes | None = None
     frames: Frames | None = None
     steps: Steps | None = None
     cfg_scale: CfgScale | None = None
@@ -446,6 +687,13 @@ class JobDefaults(_Strict):
     variants: Variants | None = None
     foley: Foley | None = None
     delivery: Delivery | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size_or_sizes(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            _one_size_field(data)
+        return data
 
 
 def _mode_of(data: Mapping[str, Any]) -> Mode:
@@ -456,13 +704,14 @@ def _mode_of(data: Mapping[str, Any]) -> Mode:
     return Mode.IMAGE if data.get("subjects") else Mode.T2V
 
 
-def _word_in(word: str, text: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(word.strip())}(?!\w)", text, re.IGNORECASE) is not None
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class Job(_Strict):
     """One render job. After loading, every field holds the value the renderer will use.
 
+    A job renders each of its `sizes` (``size: 720x1280`` is a one-element list) in each variant.
     Up to `MAX_SUBJECTS` subjects are accepted; the released HunyuanCustom code conditions on one identity
     image, so more than one is an adrender extension (docs/FIDELITY.md).
     """
@@ -473,14 +722,16 @@ class Job(_Strict):
     subjects: Annotated[list[Subject], Field(max_length=MAX_SUBJECTS)] = []
     audio: AudioDrive | None = None
     edit: EditSource | None = None
-    size: Size
+    sizes: Sizes
     frames: Frames
     steps: Steps
     cfg_scale: CfgScale
-    embedded_guidance: Annotated[float, Field(ge=1.0, le=20.0)] | None
+    embedded_guidance: Guidance | None
     flow_shift: FlowShift
     variants: Variants
-    seeds: Annotated[list[Annotated[int, Field(ge=0, le=SEED_MAX)]], Field(min_length=1, max_length=MAX_VARIANTS)]
+    seeds: Annotated[
+        list[Annotated[int, Field(ge=0, le=SEED_MAX)]], Field(min_length=1, max_length=MAX_VARIANTS)
+    ]
     foley: Foley
     delivery: Delivery
 
@@ -489,13 +740,26 @@ class Job(_Strict):
     def _fill_mode_defaults(cls, data: Any) -> Any:
         if not isinstance(data, Mapping):
             return data
-        d = MODE_DEFAULTS[_mode_of(data)]
+        _one_size_field(data)
+        mode = _mode_of(data)
+        d = RENDER_DEFAULTS[mode]
+        s = _sampling_defaults(mode)
         out = dict(data)
-        for name, value in (("steps", d.steps), ("cfg_scale", d.cfg_scale), ("flow_shift", d.flow_shift),
-                            ("embedded_guidance", d.embedded_guidance), ("frames", d.frames),
-                            ("size", {"height": d.size[0], "width": d.size[1]}),
-                            ("negative_prompt", d.negative_prompt)):
+        size = out.pop("size", None)
+        if out.get("sizes") is None:
+            out["sizes"] = [size if size is not None else {"height": d.size[0], "width": d.size[1]}]
+        for name, value in (
+            ("steps", s.num_steps),
+            ("cfg_scale", s.cfg_scale),
+            ("flow_shift", s.shift),
+            ("embedded_guidance", s.embedded_guidance),
+            ("frames", d.frames),
+        ):
             out.setdefault(name, value)
+        if "negative_prompt" not in out:
+            # the default negative prompt only where real CFG runs: at cfg 1.0 nothing would read it
+            cfg = out["cfg_scale"]
+            out["negative_prompt"] = d.negative_prompt if not _is_number(cfg) or cfg > 1.0 else ""
         if "variants" not in out:
             seeds = out.get("seeds")
             out["variants"] = len(seeds) if isinstance(seeds, list) and seeds else 1
@@ -511,13 +775,30 @@ class Job(_Strict):
         """The job's mode, derived from its inputs."""
         return _mode_of({"edit": self.edit, "audio": self.audio, "subjects": self.subjects})
 
+    @property
+    def size(self) -> Size:
+        """The first of `sizes` (the only one for most jobs)."""
+        return self.sizes[0]
+
+    def sampling_options(self, seed: int) -> SamplingOptions:
+        """Exactly what the sampler uses for a unit of this job: the mode's `SamplingOptions` (DeepCache and
+        identity guidance as released) with the job's steps, flow shift, cfg scale and embedded guidance."""
+        return _sampling_defaults(self.mode).with_(
+            num_steps=self.steps,
+            shift=self.flow_shift,
+            cfg_scale=self.cfg_scale,
+            embedded_guidance=self.embedded_guidance,
+            seed=seed,
+        )
+
     # cross-field checks live in field validators that look back at earlier fields (`info.data`), so that they
     # still run when an unrelated field of the same job is wrong and every problem is reported at once.
 
     @field_validator("subjects", mode="wrap")
     @classmethod
-    def _words_in_prompt(cls, value: Any, handler: ValidatorFunctionWrapHandler,
-                         info: ValidationInfo) -> list[Subject]:
+    def _words_in_prompt(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> list[Subject]:
         # wrap, so that the words are checked even when an image URI of the list is wrong
         prompt = info.data.get("prompt")
         problems = []
@@ -527,12 +808,20 @@ class Job(_Strict):
             if not isinstance(word, str) or not word.strip():
                 continue
             if prompt is not None and not _word_in(word, prompt):
-                problems.append((f"[{i}].word", (
-                    f"subject word {word!r} does not occur in the prompt; the model ties the image to that word, "
-                    f"so use the prompt's word for it or add {word!r} to the prompt")))
-            if word.lower() in seen:
-                problems.append((f"[{i}].word", f"subject word {word!r} is given twice; give each subject its own word"))
-            seen.add(word.lower())
+                message = (
+                    f"subject word {_show(word)} does not occur in the prompt; the model ties the image to that "
+                    f"word, so use the prompt's word for it or add {_show(word)} to the prompt"
+                )
+                problems.append((f"[{i}].word", message))
+            key = word.strip().casefold()
+            if key in seen:
+                problems.append(
+                    (
+                        f"[{i}].word",
+                        f"subject word {_show(word)} is given twice; give each subject its own word",
+                    )
+                )
+            seen.add(key)
         subjects: list[Subject] = _run_then_check(handler, value, problems)  # checked by pydantic
         return subjects
 
@@ -540,8 +829,10 @@ class Job(_Strict):
     @classmethod
     def _audio_needs_subject(cls, audio: AudioDrive | None, info: ValidationInfo) -> AudioDrive | None:
         if audio is not None and "subjects" in info.data and not info.data["subjects"]:
-            raise _problem("audio-driven jobs animate a subject: add subjects: [{word: ..., image: ...}] "
-                           "naming the person who speaks, or remove audio")
+            raise _problem(
+                "audio-driven jobs animate a subject: add subjects: [{word: ..., image: ...}] "
+                "naming the person who speaks, or remove audio"
+            )
         return audio
 
     @field_validator("edit")
@@ -550,27 +841,25 @@ class Job(_Strict):
         if edit is None:
             return edit
         if info.data.get("audio") is not None:
-            raise _problem("a job is either audio-driven or editing, not both (no checkpoint does both); "
-                           "split it into two jobs or remove audio or edit")
+            raise _problem(
+                "a job is either audio-driven or editing, not both (no checkpoint does both); "
+                "split it into two jobs or remove audio or edit"
+            )
         if "subjects" in info.data and not info.data["subjects"]:
-            raise _problem("editing replaces the masked region with a subject: add subjects: [{word: ..., image: ...}]")
+            raise _problem(
+                "editing replaces the masked region with a subject: add subjects: [{word: ..., image: ...}]"
+            )
         return edit
-
-    @field_validator("cfg_scale")
-    @classmethod
-    def _cfg_with_negative(cls, cfg: float, info: ValidationInfo) -> float:
-        if cfg < 1.0 and (info.data.get("negative_prompt") or "").strip():
-            raise _problem(f"cfg_scale {cfg} < 1 with a negative prompt steers the video towards the negative "
-                           "prompt; use cfg_scale >= 1 (7.5 is the HunyuanCustom default) or remove negative_prompt")
-        return cfg
 
     @field_validator("embedded_guidance")
     @classmethod
     def _guidance_only_t2v(cls, value: float | None, info: ValidationInfo) -> float | None:
         mode = _mode_of(info.data)
         if value is not None and mode is not Mode.T2V:
-            raise _problem(f"the {mode.value}-mode checkpoint has no guidance embedding; remove embedded_guidance "
-                           "(it applies to text-to-video jobs only) and use cfg_scale")
+            raise _problem(
+                f"the {mode.value}-mode checkpoint has no guidance embedding; remove embedded_guidance "
+                "(it applies to text-to-video jobs only) and use cfg_scale"
+            )
         return value
 
     @field_validator("seeds")
@@ -579,12 +868,15 @@ class Job(_Strict):
         problems = []
         variants = info.data.get("variants")
         if variants is not None and variants != len(seeds):
-            problems.append(("", (f"{len(seeds)} seeds but variants is {variants}; give one seed per variant or "
-                                  "drop one of the two (seeds alone set the variant count)")))
-        dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+            message = (
+                f"{len(seeds)} seeds but variants is {variants}; give one seed per variant or "
+                "drop one of the two (seeds alone set the variant count)"
+            )
+            problems.append(("", message))
+        dupes = sorted(seed for seed, n in Counter(seeds).items() if n > 1)
         if dupes:
-            problems.append(("", (f"seed(s) {dupes} repeated; a repeated seed renders the same video twice, "
-                                  "use distinct seeds")))
+            message = f"seed(s) {_show(dupes)} repeated; a repeated seed renders the same video twice, use distinct seeds"
+            problems.append(("", message))
         if problems:
             raise _problems(problems)
         return seeds
@@ -593,16 +885,38 @@ class Job(_Strict):
     @classmethod
     def _no_foley_over_speech(cls, foley: Foley, info: ValidationInfo) -> Foley:
         if foley.enabled and info.data.get("audio") is not None:
-            raise _problem("foley would replace the driving audio track of an audio-driven job; set foley: off",
-                           "enabled")
+            raise _problem(
+                "foley would replace the driving audio track of an audio-driven job; set foley: off",
+                "enabled",
+            )
         return foley
+
+    @model_validator(mode="after")
+    def _sampler_accepts(self) -> Job:
+        # every setting passed its own check; this catches rules of the sampler that combine settings
+        try:
+            self.sampling_options(0)
+        except ValueError as exc:
+            raise _problem(f"the sampler refuses these settings: {_sampling_error(exc)}") from None
+        return self
 
 
 # campaign ---------------------------------------------------------------------------------------------------
 
-_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 6))
+_CRON_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 6),
+)
 _CRON_NAMES = {
-    3: {m: i + 1 for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])},
+    3: {
+        m: i + 1
+        for i, m in enumerate(
+            ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+        )
+    },
     4: {d: i for i, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
 }
 
@@ -610,9 +924,11 @@ _CRON_NAMES = {
 def _check_cron(expr: str) -> str:
     fields = expr.split()
     if len(fields) != 5:
-        raise _problem(f"schedule {expr!r} has {len(fields)} fields; write a 5-field crontab "
-                       "'minute hour day-of-month month day-of-week', e.g. '0 6 * * 1' (Mondays 06:00 UTC)")
-    for index, (text, (name, lo, hi)) in enumerate(zip(fields, _CRON_FIELDS)):
+        raise _problem(
+            f"schedule {_show(expr)} has {len(fields)} fields; write a 5-field crontab "
+            "'minute hour day-of-month month day-of-week', e.g. '0 6 * * 1' (Mondays 06:00 UTC)"
+        )
+    for index, (text, (name, lo, hi)) in enumerate(zip(fields, _CRON_FIELDS, strict=True)):
         names = _CRON_NAMES.get(index, {})
         for part in text.split(","):
             match = re.fullmatch(r"(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/([0-9]+))?", part.lower())
@@ -622,9 +938,29 @@ def _check_cron(expr: str) -> str:
                     number = names.get(bound, int(bound) if bound.isdigit() else None)
                     ok = ok and number is not None and lo <= number <= hi
             if not ok:
-                raise _problem(f"schedule field {name} {text!r} is invalid; use *, a number in {lo}-{hi}, a range "
-                               f"a-b, a list a,b or a step */n")
+                raise _problem(
+                    f"schedule field {name} {_show(text)} is invalid; use *, a number in {lo}-{hi}, a range "
+                    f"a-b, a list a,b or a step */n"
+                )
     return expr
+
+
+def _check_territory(codes: list[str]) -> list[str]:
+    if not codes:
+        raise _problem("list at least one territory (e.g. [US, CA]) or remove territory")
+    out: list[str] = []
+    problems = []
+    for i, code in enumerate(codes):
+        try:
+            canonical = canonical_code(code)
+        except TerritoryError as exc:
+            problems.append((f"[{i}]", str(exc)))
+            continue
+        if canonical not in out:
+            out.append(canonical)
+    if problems:
+        raise _problems(problems)
+    return out
 
 
 class QCProfile(_Strict):
@@ -647,17 +983,25 @@ class QCProfile(_Strict):
 
 @dataclass(frozen=True)
 class RenderUnit:
-    """One (job, variant): the unit of rendering, caching and publishing."""
+    """One (job, size, variant): the unit of rendering, caching and publishing.
+
+    `multi_size` is set when the job renders several sizes; the size is then part of `unit_id`.
+    """
 
     campaign_id: str
     job_id: str
     index: int
     seed: int
+    height: int
+    width: int
+    multi_size: bool = False
 
     @property
     def unit_id(self) -> str:
-        """`<job>-v<NN>`: unique within a campaign because the suffix has a fixed length."""
-        return f"{self.job_id}-v{self.index:02d}"
+        """`<job>-v<NN>`, or `<job>-<H>x<W>-v<NN>` for a job with several sizes: a safe storage-key segment,
+        unique within a campaign (`Campaign` rejects job ids that would make two units share one)."""
+        size = f"-{self.height}x{self.width}" if self.multi_size else ""
+        return f"{self.job_id}{size}-v{self.index:02d}"
 
 
 def derive_seed(campaign_id: str, job_id: str, index: int) -> int:
@@ -666,21 +1010,44 @@ def derive_seed(campaign_id: str, job_id: str, index: int) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """Where a campaign was loaded from and what it warned about. Not part of the campaign's value: two
+    campaigns with the same fields are equal whichever file they came from."""
+
+    file: str = "<campaign>"
+    warnings: tuple[CampaignIssue, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Origin)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def _count(raw: Any, key: str) -> int:
+    value = raw.get(key) if isinstance(raw, Mapping) else None
+    return len(value) if isinstance(value, list) and value else 1
+
+
 class Campaign(_Strict):
     """A validated campaign with every job resolved (see the module docstring)."""
 
     id: SafeId
     description: Annotated[str, Field(max_length=2000)] = ""
     schedule: Annotated[str, AfterValidator(_check_cron)] | None = None
+    territory: Annotated[list[str], AfterValidator(_check_territory)] | None = None
     defaults: JobDefaults = JobDefaults()
     models: ModelRefs = ModelRefs()
     qc: QCProfile = QCProfile()
     output_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")] = "renders"
-    jobs: Annotated[list[Job], Field(min_length=1, max_length=500)]
+    jobs: Annotated[list[Job], Field(min_length=1, max_length=MAX_UNITS)]
+
+    _origin: _Origin = PrivateAttr(default_factory=_Origin)
 
     @model_validator(mode="before")
     @classmethod
-    def _apply_defaults(cls, data: Any) -> Any:
+    def _apply_defaults(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, Mapping) or not isinstance(data.get("jobs"), list):
             return data
         defaults = data.get("defaults") or {}
@@ -688,22 +1055,28 @@ class Campaign(_Strict):
             return data
         # a wrong default is reported once, under `defaults`, not again under every job that inherits it
         try:
-            JobDefaults.model_validate(defaults)
+            JobDefaults.model_validate(defaults, context=info.context)
             bad: set[Any] = set()
         except ValidationError as exc:
             bad = {e["loc"][0] for e in exc.errors() if e["loc"]}
+            if any(not e["loc"] or e["loc"][0] not in defaults for e in exc.errors()):
+                bad |= {"size", "sizes"}  # size and sizes both given
         usable = {k: v for k, v in defaults.items() if k not in bad and v is not None}
         raw_id = data.get("id")
         campaign_id = raw_id if isinstance(raw_id, str) else ""
         jobs = []
+        modes: set[str] = set()
         for raw in data["jobs"]:
             if not isinstance(raw, Mapping):
                 jobs.append(raw)
                 continue
             job = dict(raw)
+            modes.add(_mode_of(job).value)
             for key, value in usable.items():
                 if key == "variants" and "seeds" in job:
                     continue  # seeds alone set the variant count
+                if key in ("size", "sizes") and ("size" in job or "sizes" in job):
+                    continue  # the job's own size(s) replace the default ones
                 if isinstance(value, Mapping) and isinstance(job.get(key), Mapping):
                     job[key] = {**value, **job[key]}
                 else:
@@ -711,27 +1084,69 @@ class Campaign(_Strict):
             if "seeds" not in job:
                 n = job.get("variants", 1)
                 # with a wrong variant count (reported under `variants`) one seed keeps `seeds` quiet
-                n = n if isinstance(n, int) and 1 <= n <= MAX_VARIANTS else 1
+                n = n if _is_number(n) and n in range(1, MAX_VARIANTS + 1) else 1
                 job["seeds"] = [derive_seed(campaign_id, str(job.get("id", "")), i) for i in range(n)]
             jobs.append(job)
+        if info.context is not None:
+            # for `models.dit` given as one reference (see DitRefs)
+            info.context["job_modes"] = [m.value for m in Mode if m.value in modes]
         return {**data, "jobs": jobs}
 
     @field_validator("jobs", mode="wrap")
     @classmethod
     def _unique_ids(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[Job]:
-        # wrap, so that duplicates are reported even when one of the jobs has other problems
+        # wrap, so that duplicates and the unit count are reported even when some jobs have other problems
         first: dict[str, int] = {}
         problems = []
-        for i, job in enumerate(value if isinstance(value, list) else []):
+        raw_jobs = value if isinstance(value, list) else []
+        for i, job in enumerate(raw_jobs):
             job_id = job.get("id") if isinstance(job, Mapping) else getattr(job, "id", None)
             if not isinstance(job_id, str):
                 continue
             if job_id in first:
-                problems.append((f"[{i}].id", (f"duplicate job id {job_id!r} (also jobs[{first[job_id]}]); "
-                                               "job ids name storage keys, make each one unique")))
+                message = (
+                    f"duplicate job id {_show(job_id)} (also jobs[{first[job_id]}]); job ids name storage keys, "
+                    "make each one unique"
+                )
+                problems.append((f"[{i}].id", message))
             first.setdefault(job_id, i)
+        units = sum(_count(job, "sizes") * _count(job, "seeds") for job in raw_jobs)
+        if units > MAX_UNITS:
+            message = (
+                f"{units} render units (jobs x sizes x variants); a campaign holds at most {MAX_UNITS}: split it "
+                "into several campaigns or render fewer sizes or variants"
+            )
+            problems.append(("", message))
         jobs: list[Job] = _run_then_check(handler, value, problems)  # checked by pydantic
+        # `<job>-<H>x<W>-v<NN>` of a job with several sizes must not be a unit id of a job named `<job>-<H>x<W>`
+        single = {job.id: i for i, job in enumerate(jobs) if len(job.sizes) == 1}
+        for i, job in enumerate(jobs):
+            for size in job.sizes if len(job.sizes) > 1 else ():
+                other = single.get(f"{job.id}-{size}")
+                if other is not None:
+                    message = (
+                        f"job id {_show(jobs[other].id)} gives the same unit ids as size {size} of jobs[{i}] "
+                        f"({_show(job.id)}, several sizes), e.g. '{job.id}-{size}-v00'; rename one of the two jobs"
+                    )
+                    problems.append((f"[{other}].id", message))
+        if problems:
+            raise _problems(problems)
         return jobs
+
+    @property
+    def file(self) -> str:
+        """The campaign file it was loaded from ("<campaign>" when built from data)."""
+        return self._origin.file
+
+    @property
+    def warnings(self) -> tuple[CampaignIssue, ...]:
+        """Things the file allows but probably does not mean (each with severity "warning")."""
+        return self._origin.warnings
+
+    @property
+    def territory_codes(self) -> frozenset[str] | None:
+        """The ISO codes of `territory` with EU expanded to its members; None when the campaign gives none."""
+        return None if self.territory is None else normalise_territories(self.territory)
 
     @property
     def kfp_cron(self) -> str | None:
@@ -739,12 +1154,39 @@ class Campaign(_Strict):
         return f"0 {self.schedule}" if self.schedule else None
 
     def render_units(self) -> list[RenderUnit]:
-        """Every (job, variant) of the campaign, in file order."""
-        return [RenderUnit(self.id, job.id, i, seed) for job in self.jobs for i, seed in enumerate(job.seeds)]
+        """Every (job, size, variant) of the campaign, in file order; a variant has one seed in every size."""
+        units = []
+        for job in self.jobs:
+            multi = len(job.sizes) > 1
+            for size in job.sizes:
+                for i, seed in enumerate(job.seeds):
+                    units.append(RenderUnit(self.id, job.id, i, seed, size.height, size.width, multi))
+        return units
 
     def models_for(self, job: Job) -> dict[str, str]:
         """The model references `job` needs, by role."""
         return self.models.for_mode(job.mode, foley=job.foley.enabled)
+
+
+def _warnings_of(campaign: Campaign, data: Mapping[str, Any], file: str) -> tuple[CampaignIssue, ...]:
+    out = []
+    for i, job in enumerate(campaign.jobs):
+        if job.negative_prompt.strip() and job.cfg_scale <= 1.0:
+            message = (
+                f"is ignored: at cfg_scale {job.cfg_scale} no unconditional branch runs, so the negative prompt has "
+                'no effect; remove negative_prompt (or set it to ""), or set cfg_scale above 1 (7.5 is the '
+                "HunyuanCustom default)"
+            )
+            out.append((f"jobs[{i}].negative_prompt", message))
+    raw_territory = data.get("territory")
+    for i, code in enumerate(raw_territory if isinstance(raw_territory, list) else []):
+        text = code.strip().upper() if isinstance(code, str) else ""
+        if text in ALIASES:
+            message = (
+                f"{code!r} is not an ISO 3166-1 code; read as {ALIASES[text]!r}, write {ALIASES[text]!r}"
+            )
+            out.append((f"territory[{i}]", message))
+    return tuple(CampaignIssue(file, path, message, "warning") for path, message in out)
 
 
 # pydantic errors -> issues (the one place) ---------------------------------------------------------------------
@@ -766,6 +1208,8 @@ _FIX_HINTS: Mapping[str, str] = {
     "output_prefix": "lowercase key segments separated by '/', e.g. 'renders/spring'",
     "jobs": "list at least one job under jobs:",
     "subjects": f"at most {MAX_SUBJECTS} subjects per job",
+    "sizes": "e.g. sizes: [720x1280, 1280x720, 720x720]",
+    "territory": "ISO 3166-1 alpha-2 codes, e.g. [US, CA], or EU",
 }
 
 
@@ -794,6 +1238,17 @@ def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+def _wrong_type(value: Any, wanted: str, hint: str) -> str:
+    if isinstance(value, bool):
+        return (
+            f"got {str(value).lower()} (YAML reads yes/no/on/off/true/false as a switch); must be {wanted}, "
+            f"written as a number{hint}"
+        )
+    if isinstance(value, str) and _is_number(yaml.safe_load(value) if len(value) < 40 else None):
+        return f"got the text {_show(value)}; must be {wanted}: write it without quotes{hint}"
+    return f"got {_show(value)}; must be {wanted}{hint}"
+
+
 def _describe(error: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(path, message) lines for one pydantic error."""
     loc = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]  # drop union/function tags
@@ -802,117 +1257,290 @@ def _describe(error: Mapping[str, Any]) -> list[tuple[str, str]]:
     hint = _FIX_HINTS.get(field, "")
     hint = f" ({hint})" if hint else ""
     if kind == "adrender_spec":
-        return [(path + sub if sub.startswith("[") or not (sub and path) else f"{path}.{sub}", msg)
-                for sub, msg in ctx["problems"]]
+        return [
+            (path + sub if sub.startswith("[") or not (sub and path) else f"{path}.{sub}", msg)
+            for sub, msg in ctx["problems"]
+        ]
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])
         allowed = sorted(parent.model_fields) if parent else []
+        if parent is Job:
+            allowed = sorted([*allowed, "size"])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         guess = f"did you mean {close[0]!r}? " if close else ""
-        return [(path, f"unknown field {loc[-1]!r}; {guess}allowed here: {', '.join(allowed)}")]
+        return [(path, f"unknown field {_show(loc[-1])}; {guess}allowed here: {', '.join(allowed)}")]
     if kind == "missing":
         return [(path, f"required field is missing; add {field}: ...{hint}")]
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        bounds = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}",
-                  "less_than": "< {lt}", "less_than_equal": "<= {le}"}[kind].format(**ctx)
-        return [(path, f"got {value!r}; must be {bounds}{hint}")]
+        bounds = {
+            "greater_than": "> {gt}",
+            "greater_than_equal": ">= {ge}",
+            "less_than": "< {lt}",
+            "less_than_equal": "<= {le}",
+        }[kind].format(**ctx)
+        return [(path, f"got {_show(value)}; must be {bounds}{hint}")]
     if kind in ("int_parsing", "int_type", "int_from_float"):
-        return [(path, f"got {value!r}; must be a whole number{hint}")]
+        return [(path, _wrong_type(value, "a whole number", hint))]
     if kind in ("float_parsing", "float_type"):
-        return [(path, f"got {value!r}; must be a number{hint}")]
+        return [(path, _wrong_type(value, "a number", hint))]
     if kind in ("bool_parsing", "bool_type"):
-        return [(path, f"got {value!r}; must be true or false")]
+        return [(path, f"got {_show(value)}; must be true or false (unquoted)")]
     if kind in ("string_type",):
-        return [(path, f"got {value!r}; must be text (quote it in YAML)")]
+        return [(path, f"got {_show(value)}; must be text (quote it in YAML)")]
     if kind == "string_too_short":
         return [(path, f"must not be empty{hint}")]
     if kind == "string_too_long":
         return [(path, f"is longer than {ctx.get('max_length')} characters; shorten it")]
     if kind == "string_pattern_mismatch":
-        return [(path, f"got {value!r}; does not have the expected form{hint}")]
+        return [(path, f"got {_show(value)}; does not have the expected form{hint}")]
     if kind in ("too_short", "too_long"):
         what = "at least {min_length}" if kind == "too_short" else "at most {max_length}"
         return [(path, f"must have {what.format(**ctx)} item(s){hint}")]
     if kind in ("list_type",):
-        return [(path, f"must be a list (YAML '- item' lines){hint}")]
+        return [(path, f"must be a list (YAML '- item' lines or [a, b]){hint}")]
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return [(path, f"must be a mapping of fields, got {type(value).__name__}")]
     return [(path, f"{error['msg']}{hint}")]
 
 
-def _issues_from(exc: ValidationError, file: str) -> list[CampaignIssue]:
-    return [CampaignIssue(file, path, message) for e in exc.errors() for path, message in _describe(e)]
+def _as_written(loc: Sequence[int | str], data: Any) -> list[int | str]:
+    """`loc` with the spelling the file used: a job's `size: ...` is validated as `sizes: [...]`."""
+    out: list[int | str] = []
+    node = data
+    parts = list(loc)
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if (
+            part == "sizes"
+            and isinstance(node, Mapping)
+            and "sizes" not in node
+            and "size" in node
+            and i + 1 < len(parts)
+            and parts[i + 1] == 0
+        ):
+            out.append("size")
+            node = node["size"]
+            i += 2
+            continue
+        out.append(part)
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+        i += 1
+    return out
+
+
+def _issues_from(exc: ValidationError, file: str, data: Any) -> list[CampaignIssue]:
+    issues: list[CampaignIssue] = []
+    for e in exc.errors():
+        error = {**e, "loc": _as_written(e["loc"], data)}
+        issues.extend(CampaignIssue(file, path, message) for path, message in _describe(error))
+    return issues
 
 
 # loading ----------------------------------------------------------------------------------------------------
 
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML loader that rejects duplicate keys (plain YAML silently keeps the last one)."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+class _CampaignLoader(_YamlLoader):
+    """Safe YAML loader that rejects duplicate and complex keys (plain YAML silently keeps the last of two
+    equal keys, and a list as key cannot name a field). Merge keys (``<<: *base``) work as usual; a key the
+    mapping sets itself overrides a merged one."""
+
+
+def _construct_mapping(loader: _CampaignLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "a mapping key must be a plain name, not a list or mapping ('? ' keys are not "
+                "supported); write field: value",
+                key_node.start_mark,
+            )
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}; each field may appear once per mapping", key_node.start_mark)
+                None,
+                None,
+                f"duplicate key {_show(key)}; each field may appear once per mapping",
+                key_node.start_mark,
+            )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_CampaignLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _file_error(name: str, message: str) -> CampaignError:
+    return CampaignError([CampaignIssue(name, "", message)])
+
+
+def _line(mark: Any) -> str:
+    return f"line {mark.line + 1}: " if mark is not None else ""
+
+
+def _too_deep(name: str, where: str) -> CampaignError:
+    return _file_error(
+        name,
+        f"{where}nested more than {MAX_NESTING} levels deep; a campaign needs about 6 (jobs, subjects, ...), "
+        "check the indentation or brackets",
+    )
+
+
+def _check_nesting(text: str, name: str) -> None:
+    """Refuse deep nesting from the event stream, before anything recursive (the composer) sees it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_YamlLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise _too_deep(name, _line(event.start_mark))
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def _children(node: yaml.Node) -> Iterator[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        yield from node.value
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
+
+
+def _check_expansion(root: yaml.Node, name: str) -> None:
+    """Refuse alias bombs ("billion laughs"), alias chains nesting too deep, and recursive aliases.
+
+    Counts the values of the document with every alias expanded, without expanding anything: each node's
+    count is computed once and reused wherever an alias points to it.
+    """
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) with aliases expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            kids = [done[id(child)] for child in _children(node)]
+            values = 1 + sum(k[0] for k in kids)
+            depth = (1 + max((k[1] for k in kids), default=0)) if not isinstance(node, yaml.ScalarNode) else 0
+            if values > MAX_NODES:
+                raise _file_error(
+                    name,
+                    f"{_line(node.start_mark)}the document expands to more than {MAX_NODES:,} values through YAML "
+                    "aliases (*name); a campaign needs far fewer, write the values out or use fewer aliases",
+                )
+            if depth > MAX_NESTING:
+                raise _too_deep(name, _line(node.start_mark) + "through YAML aliases, ")
+            done[key] = (values, depth)
+            continue
+        if key in done:
+            continue
+        if key in on_path:
+            raise _file_error(
+                name,
+                f"{_line(node.start_mark)}a YAML alias refers to a value that contains it (a loop); "
+                "a campaign cannot contain itself",
+            )
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in done)
+
+
+def _check_json_nesting(data: Any, name: str) -> None:
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth + 1 > MAX_NESTING:
+                raise _too_deep(name, "")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
 
 
 def _parse_text(text: str, name: str, as_json: bool) -> Any:
     if as_json:
+
         def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-            keys = [k for k, _ in pairs]
-            for k in keys:
-                if keys.count(k) > 1:
-                    raise ValueError(f"duplicate key {k!r}; each field may appear once per object")
-            return dict(pairs)
+            out: dict[str, Any] = {}
+            for k, v in pairs:
+                if k in out:
+                    raise ValueError(f"duplicate key {_show(k)}; each field may appear once per object")
+                out[k] = v
+            return out
 
         try:
-            return json.loads(text, object_pairs_hook=unique)
+            data = json.loads(text, object_pairs_hook=unique)
         except json.JSONDecodeError as exc:
-            raise CampaignError([CampaignIssue(name, "", f"line {exc.lineno}: invalid JSON: {exc.msg}")]) from None
+            raise _file_error(name, f"line {exc.lineno}: invalid JSON: {exc.msg}") from None
+        except RecursionError:
+            raise _too_deep(name, "") from None
         except ValueError as exc:
-            raise CampaignError([CampaignIssue(name, "", str(exc))]) from None
+            raise _file_error(name, str(exc)) from None
+        _check_json_nesting(data, name)
+        return data
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        _check_nesting(text, name)
+        loader = _CampaignLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_expansion(node, name)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise CampaignError([CampaignIssue(name, "", f"{where}invalid YAML: {problem}")]) from None
+        raise _file_error(name, f"{_line(mark)}invalid YAML: {problem}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2024-13-45
+        raise _file_error(name, f"invalid YAML value: {_show(str(exc))}") from None
 
 
 def parse_campaign(data: Any, *, file: str = "<campaign>", base_dir: Path | None = None) -> Campaign:
-    """Validate already-parsed campaign data; relative asset paths resolve against `base_dir` (default: cwd)."""
+    """Validate already-parsed campaign data; relative asset paths resolve against `base_dir` (default: cwd)
+    and must stay inside it."""
     if not isinstance(data, Mapping):
-        raise CampaignError([CampaignIssue(file, "", "the file must hold a mapping with id: and jobs:, "
-                                                     f"not {type(data).__name__}")])
+        what = type(data).__name__
+        raise _file_error(file, f"the file must hold a mapping with id: and jobs:, not {what}")
+    base = (base_dir if base_dir is not None else Path.cwd()).resolve()
+    context: dict[str, Any] = {"base_dir": base_dir, "base_dir_resolved": base}
     try:
-        return Campaign.model_validate(data, context={"base_dir": base_dir})
+        campaign = Campaign.model_validate(data, context=context)
     except ValidationError as exc:
-        raise CampaignError(_issues_from(exc, file)) from None
+        raise CampaignError(_issues_from(exc, file, data)) from None
+    campaign._origin = _Origin(file, _warnings_of(campaign, data, file))
+    return campaign
 
 
 def load_campaign(path: str | Path) -> Campaign:
     """Load and validate a campaign file (`.json` as JSON, anything else as YAML).
 
     Raises `CampaignError` listing every problem of the file. Asset URIs are checked for form only; whether
-    the files exist is checked later by the `plan` step.
+    the files exist and decode is checked by `components.runtime.assets.check_assets`.
     """
     path = Path(path)
     name = str(path)
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise _file_error(
+                name, f"the file is larger than {MAX_FILE_BYTES // 2**20} MiB; split the campaign"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CampaignError([CampaignIssue(name, "", "no such file; check the path")]) from None
+        raise _file_error(name, "no such file; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise CampaignError([CampaignIssue(name, "", f"cannot read the file: {exc}")]) from None
+        raise _file_error(name, f"cannot read the file: {exc}") from None
     data = _parse_text(text, name, as_json=path.suffix.lower() == ".json")
     return parse_campaign(data, file=name, base_dir=path.resolve().parent)

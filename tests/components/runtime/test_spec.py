@@ -1,4 +1,5 @@
 """Campaign spec: the shipped example, resolution of defaults, seeds, YAML and JSON loading."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import yaml
 
 from components.runtime.spec import (
     DEFAULT_NEGATIVE_PROMPT,
-    MODE_DEFAULTS,
     Campaign,
     CampaignError,
     Mode,
@@ -19,6 +19,7 @@ from components.runtime.spec import (
     load_campaign,
     parse_model_ref,
 )
+from model_core.sampling.options import MODE_DEFAULTS, SamplingMode
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "campaign.yaml"
 
@@ -77,14 +78,22 @@ def test_campaign_defaults_then_mode_defaults(tmp_path: Path) -> None:
         "defaults": {"steps": 40, "size": "544x960", "delivery": {"loudness_lufs": -16}, "variants": 3},
         "jobs": [
             {"id": "a", "prompt": "A dog runs.", "subjects": [{"word": "dog", "image": "dog.png"}]},
-            {"id": "b", "prompt": "A dog runs.", "subjects": [{"word": "dog", "image": "dog.png"}],
-             "steps": 20, "delivery": {"fps": 30}, "seeds": [7]},
+            {
+                "id": "b",
+                "prompt": "A dog runs.",
+                "subjects": [{"word": "dog", "image": "dog.png"}],
+                "steps": 20,
+                "delivery": {"fps": 30},
+                "seeds": [7],
+            },
         ],
     }
     a, b = load_campaign(write(tmp_path, data)).jobs
     assert (a.steps, b.steps) == (40, 20)  # job > defaults
     assert str(a.size) == str(b.size) == "544x960"
-    assert a.cfg_scale == MODE_DEFAULTS[Mode.IMAGE].cfg_scale  # neither job nor defaults: mode default
+    assert (
+        a.cfg_scale == MODE_DEFAULTS[SamplingMode.IMAGE].cfg_scale
+    )  # neither job nor defaults: mode default
     assert (a.delivery.loudness_lufs, a.delivery.fps) == (-16.0, 25)
     assert (b.delivery.loudness_lufs, b.delivery.fps) == (-16.0, 30)  # nested blocks merge field by field
     assert (a.variants, len(a.seeds)) == (3, 3)
@@ -157,7 +166,10 @@ def test_parse_model_ref() -> None:
 
 
 def test_model_refs_are_stored_in_canonical_form(tmp_path: Path) -> None:
-    data = {**minimal(), "models": {"vae": " models:/hunyuan-vae@production ", "foley": "hunyuanvideo-foley/2"}}
+    data = {
+        **minimal(),
+        "models": {"vae": " models:/hunyuan-vae@production ", "foley": "hunyuanvideo-foley/2"},
+    }
     campaign = load_campaign(write(tmp_path, data))
     assert (campaign.models.vae, campaign.models.foley) == ("hunyuan-vae@production", "hunyuanvideo-foley/2")
 

@@ -1,4 +1,5 @@
 """Invalid campaigns: each mistake is rejected with its own message naming the file, the field path and the fix."""
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,11 @@ def base() -> Data:
     return {
         "id": "spring",
         "jobs": [
-            {"id": "intro", "prompt": "A woman holds a bottle and smiles.",
-             "subjects": [{"word": "woman", "image": "assets/woman.png"}]},
+            {
+                "id": "intro",
+                "prompt": "A woman holds a bottle and smiles.",
+                "subjects": [{"word": "woman", "image": "assets/woman.png"}],
+            },
             {"id": "meadow", "prompt": "Wild flowers in the morning sun.", "negative_prompt": ""},
         ],
     }
@@ -30,12 +34,14 @@ def base() -> Data:
 def job(**fields: Any) -> Callable[[Data], None]:
     def mutate(data: Data) -> None:
         data["jobs"][0].update(fields)
+
     return mutate
 
 
 def top(**fields: Any) -> Callable[[Data], None]:
     def mutate(data: Data) -> None:
         data.update(fields)
+
     return mutate
 
 
@@ -43,6 +49,7 @@ def drop_subjects_and(**fields: Any) -> Callable[[Data], None]:
     def mutate(data: Data) -> None:
         del data["jobs"][0]["subjects"]
         data["jobs"][0].update(fields)
+
     return mutate
 
 
@@ -59,64 +66,155 @@ EDIT = {"video": "assets/src.mp4", "mask": "assets/mask.mp4"}
 
 # (case id, mutation, field path, text the message must contain)
 CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
-    ("unknown-job-field", job(framez=129), "jobs[0].framez", "unknown field 'framez'; did you mean 'frames'?"),
+    (
+        "unknown-job-field",
+        job(framez=129),
+        "jobs[0].framez",
+        "unknown field 'framez'; did you mean 'frames'?",
+    ),
     ("unknown-top-field", top(output="x"), "output", "did you mean 'output_prefix'?"),
     ("frames-not-4k+1", job(frames=100), "jobs[0].frames", "frames must be 4k+1 between 5 and 129"),
     ("frames-fix-suggests-neighbours", job(frames=100), "jobs[0].frames", "e.g. 97 or 101"),
     ("frames-too-many", job(frames=133), "jobs[0].frames", "got 133; frames must be 4k+1 between 5 and 129"),
     ("size-not-16", job(size="720x1270"), "jobs[0].size", "height and width must be multiples of 16"),
-    ("size-unsupported", job(size="512x512"), "jobs[0].size", "512x512 is not a size the models support; use one of"),
+    (
+        "size-unsupported",
+        job(size="512x512"),
+        "jobs[0].size",
+        "512x512 is not a size the models support; use one of",
+    ),
     ("size-malformed", job(size="720*1280"), "jobs[0].size", "must be 'HEIGHTxWIDTH', e.g. '720x1280'"),
-    ("subject-word-absent", job(subjects=[{"word": "man", "image": "m.png"}]), "jobs[0].subjects[0].word",
-     "subject word 'man' does not occur in the prompt"),
-    ("subject-word-partial", job(subjects=[{"word": "wom", "image": "m.png"}]), "jobs[0].subjects[0].word",
-     "'wom' does not occur in the prompt"),
+    (
+        "subject-word-absent",
+        job(subjects=[{"word": "man", "image": "m.png"}]),
+        "jobs[0].subjects[0].word",
+        "subject word 'man' does not occur in the prompt",
+    ),
+    (
+        "subject-word-partial",
+        job(subjects=[{"word": "wom", "image": "m.png"}]),
+        "jobs[0].subjects[0].word",
+        "'wom' does not occur in the prompt",
+    ),
     ("duplicate-job-id", duplicate_ids, "jobs[1].id", "duplicate job id 'intro' (also jobs[0])"),
     ("id-dotdot", job(id="../etc"), "jobs[0].id", "id '../etc' is unsafe in a storage key or path"),
     ("id-slash", job(id="a/b"), "jobs[0].id", "e.g. 'a-b'"),
     ("id-space", top(id="spring sale"), "id", "unsafe in a storage key or path; use 1-63 lowercase letters"),
     ("id-uppercase", job(id="Intro"), "jobs[0].id", "e.g. 'intro'"),
-    ("audio-and-edit", job(audio=AUDIO, edit=EDIT, foley=False), "jobs[0].edit",
-     "either audio-driven or editing, not both"),
-    ("audio-without-subject", drop_subjects_and(audio=AUDIO, foley=False), "jobs[0].audio",
-     "audio-driven jobs animate a subject"),
-    ("edit-without-subject", drop_subjects_and(edit=EDIT), "jobs[0].edit", "editing replaces the masked region"),
-    ("foley-over-speech", job(audio=AUDIO, foley={"enabled": True}), "jobs[0].foley.enabled",
-     "foley would replace the driving audio track"),
+    (
+        "audio-and-edit",
+        job(audio=AUDIO, edit=EDIT, foley=False),
+        "jobs[0].edit",
+        "either audio-driven or editing, not both",
+    ),
+    (
+        "audio-without-subject",
+        drop_subjects_and(audio=AUDIO, foley=False),
+        "jobs[0].audio",
+        "audio-driven jobs animate a subject",
+    ),
+    (
+        "edit-without-subject",
+        drop_subjects_and(edit=EDIT),
+        "jobs[0].edit",
+        "editing replaces the masked region",
+    ),
+    (
+        "foley-over-speech",
+        job(audio=AUDIO, foley={"enabled": True}),
+        "jobs[0].foley.enabled",
+        "foley would replace the driving audio track",
+    ),
     ("empty-prompt", job(prompt=""), "jobs[0].prompt", "must not be empty or blank"),
     ("blank-prompt", job(prompt="   "), "jobs[0].prompt", "must not be empty or blank"),
     ("missing-prompt", no_prompt, "jobs[0].prompt", "required field is missing; add prompt: ..."),
-    ("steps-zero", job(steps=0), "jobs[0].steps", "got 0; must be >= 1 (30 is the HunyuanCustom default"),
+    # sampling settings are checked by the sampler's own SamplingOptions, named as the spec names them
+    (
+        "steps-zero",
+        job(steps=0),
+        "jobs[0].steps",
+        "steps must be >= 1, got 0 (30 is the HunyuanCustom default",
+    ),
     ("steps-absurd", job(steps=1000), "jobs[0].steps", "must be <= 200"),
     ("steps-not-a-number", job(steps="many"), "jobs[0].steps", "got 'many'; must be a whole number"),
-    ("cfg-below-1-with-negative", job(cfg_scale=0.5, negative_prompt="blurry"), "jobs[0].cfg_scale",
-     "cfg_scale 0.5 < 1 with a negative prompt"),
-    ("negative-shift", job(flow_shift=-2), "jobs[0].flow_shift", "got -2; must be > 0"),
-    ("guidance-outside-t2v", job(embedded_guidance=6.0), "jobs[0].embedded_guidance",
-     "the image-mode checkpoint has no guidance embedding"),
-    ("loudness-out-of-range", job(delivery={"loudness_lufs": -50}), "jobs[0].delivery.loudness_lufs",
-     "must be >= -40.0 (-23 for EBU R128"),
-    ("peak-below-target", job(delivery={"loudness_lufs": -6, "true_peak_dbtp": -8}),
-     "jobs[0].delivery.true_peak_dbtp", "the ceiling must be above the target"),
-    ("uri-scheme", job(subjects=[{"word": "woman", "image": "https://cdn.example.com/w.png"}]),
-     "jobs[0].subjects[0].image", "URI scheme 'https://' is not supported"),
-    ("uri-absolute-path", job(subjects=[{"word": "woman", "image": "/data/w.png"}]),
-     "jobs[0].subjects[0].image", "write it as 'file:///data/w.png'"),
-    ("uri-wrong-kind", job(subjects=[{"word": "woman", "image": "assets/woman.mp4"}]),
-     "jobs[0].subjects[0].image", "does not look like an image file"),
-    ("uri-s3-dotdot", job(subjects=[{"word": "woman", "image": "s3://ads/a/../w.png"}]),
-     "jobs[0].subjects[0].image", "'..' is not allowed inside an S3 key"),
-    ("mask-not-video", job(edit={"video": "a.mp4", "mask": "m.png"}), "jobs[0].edit.mask",
-     "does not look like a video file"),
+    (
+        "cfg-below-1",
+        job(cfg_scale=0.5, negative_prompt="blurry"),
+        "jobs[0].cfg_scale",
+        "cfg_scale must be >= 1.0 (1.0 turns real CFG off), got 0.5",
+    ),
+    (
+        "cfg-below-1-t2v",
+        lambda d: d["jobs"][1].update(cfg_scale=0.5),
+        "jobs[1].cfg_scale",
+        "cfg_scale must be >= 1.0",
+    ),
+    ("negative-shift", job(flow_shift=-2), "jobs[0].flow_shift", "flow_shift must be > 0, got -2"),
+    (
+        "guidance-outside-t2v",
+        job(embedded_guidance=6.0),
+        "jobs[0].embedded_guidance",
+        "the image-mode checkpoint has no guidance embedding",
+    ),
+    (
+        "loudness-out-of-range",
+        job(delivery={"loudness_lufs": -50}),
+        "jobs[0].delivery.loudness_lufs",
+        "must be >= -40.0 (-23 for EBU R128",
+    ),
+    (
+        "peak-below-target",
+        job(delivery={"loudness_lufs": -6, "true_peak_dbtp": -8}),
+        "jobs[0].delivery.true_peak_dbtp",
+        "the ceiling must be above the target",
+    ),
+    (
+        "uri-scheme",
+        job(subjects=[{"word": "woman", "image": "https://cdn.example.com/w.png"}]),
+        "jobs[0].subjects[0].image",
+        "URI scheme 'https://' is not supported",
+    ),
+    (
+        "uri-absolute-path",
+        job(subjects=[{"word": "woman", "image": "/data/w.png"}]),
+        "jobs[0].subjects[0].image",
+        "write it as 'file:///data/w.png'",
+    ),
+    (
+        "uri-wrong-kind",
+        job(subjects=[{"word": "woman", "image": "assets/woman.mp4"}]),
+        "jobs[0].subjects[0].image",
+        "does not look like an image file",
+    ),
+    (
+        "uri-s3-dotdot",
+        job(subjects=[{"word": "woman", "image": "s3://ads/a/../w.png"}]),
+        "jobs[0].subjects[0].image",
+        "'..' is not allowed inside an S3 key",
+    ),
+    (
+        "mask-not-video",
+        job(edit={"video": "a.mp4", "mask": "m.png"}),
+        "jobs[0].edit.mask",
+        "does not look like a video file",
+    ),
     ("seeds-repeated", job(seeds=[5, 5]), "jobs[0].seeds", "seed(s) [5] repeated"),
     ("seeds-vs-variants", job(seeds=[1, 2], variants=3), "jobs[0].seeds", "2 seeds but variants is 3"),
     ("variants-absurd", job(variants=100), "jobs[0].variants", "must be <= 16 (1 to 16 videos per job)"),
     ("schedule-6-fields", top(schedule="0 0 6 * * 1"), "schedule", "has 6 fields; write a 5-field crontab"),
     ("schedule-bad-minute", top(schedule="61 6 * * *"), "schedule", "schedule field minute '61' is invalid"),
-    ("model-ref", top(models={"vae": "hunyuan-vae"}), "models.vae",
-     "is neither 'name@alias' (e.g. 'hunyuancustom-dit@production') nor 'name/version'"),
-    ("model-ref-reserved-alias", top(models={"dit": {"image": "hunyuancustom-dit@latest"}}), "models.dit.image",
-     "'latest' and 'v<number>' are reserved by MLflow"),
+    (
+        "model-ref",
+        top(models={"vae": "hunyuan-vae"}),
+        "models.vae",
+        "is neither 'name@alias' (e.g. 'hunyuancustom-dit@production') nor 'name/version'",
+    ),
+    (
+        "model-ref-reserved-alias",
+        top(models={"dit": {"image": "hunyuancustom-dit@latest"}}),
+        "models.dit.image",
+        "'latest' and 'v<number>' are reserved by MLflow",
+    ),
     ("no-jobs", top(jobs=[]), "jobs", "must have at least 1 item(s)"),
     ("output-prefix", top(output_prefix="../up"), "output_prefix", "lowercase key segments separated by '/'"),
 ]
@@ -156,8 +254,17 @@ def test_all_errors_of_a_file_are_reported_together(tmp_path: Path) -> None:
     with pytest.raises(CampaignError) as caught:
         load_campaign(file)
     paths = {i.path for i in caught.value.issues}
-    assert paths >= {"id", "schedule", "jobs[0].frames", "jobs[0].steps", "jobs[0].subjects[0].word",
-                     "jobs[0].subjects[0].image", "jobs[1].id", "jobs[1].size", "jobs[1].colour"}
+    assert paths >= {
+        "id",
+        "schedule",
+        "jobs[0].frames",
+        "jobs[0].steps",
+        "jobs[0].subjects[0].word",
+        "jobs[0].subjects[0].image",
+        "jobs[1].id",
+        "jobs[1].size",
+        "jobs[1].colour",
+    }
     text = str(caught.value)
     assert text.splitlines()[0] == f"{len(caught.value.issues)} problem(s) in {file}"
 
