@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
 
 from components.runtime.registry import Registry, RegistryError, ResolvedModel
 from components.runtime.spec import Mode, ModelRefs
+from model_core.io.ffmpeg_decode import decode_audio, read_image, read_video_frames
 from model_core.tiny_models import TINY_MODELS
 from pipelines.bootstrap import TINY_SOURCE, bootstrap_tiny
 from pipelines.cli import main
@@ -74,18 +80,18 @@ def test_every_model_resolves_fetches_and_loads(bootstrapped: tuple[Registry, li
 
 def test_an_alias_on_a_released_checkpoint_is_not_moved_without_force(tmp_path: Path) -> None:
     registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "cache")
-    released = tmp_path / "released-vae"
+    released = tmp_path / "released-whisper"
     released.mkdir()
-    (released / "config.json").write_text("{}")
-    registry.register("hunyuan-vae", released, "hunyuan-vae", source="release", aliases=["production"])
+    (released / "config.json").write_text('{"model_type": "whisper"}')
+    registry.register("whisper-tiny", released, "whisper-tiny", source="release", aliases=["production"])
     with pytest.raises(
-        RegistryError, match=r"hunyuan-vae@production -> hunyuan-vae/1 \(hunyuan-vae\).*--force"
+        RegistryError, match=r"whisper-tiny@production -> whisper-tiny/1 \(whisper-tiny\).*--force"
     ):
         bootstrap_tiny(registry)
-    assert [m.name for m in registry.list_models()] == ["hunyuan-vae"]  # nothing registered
+    assert [m.name for m in registry.list_models()] == ["whisper-tiny"]  # nothing registered
     moved = bootstrap_tiny(registry, force=True)
-    assert registry.resolve("hunyuan-vae@production") == moved[list(TINY_MODELS).index("hunyuan-vae")]
-    assert registry.resolve("hunyuan-vae@production").version == 2
+    assert registry.resolve("whisper-tiny@production") == moved[list(TINY_MODELS).index("whisper-tiny")]
+    assert registry.resolve("whisper-tiny@production").version == 2
 
 
 def test_command_line_prints_each_model(
@@ -102,3 +108,37 @@ def test_command_line_prints_each_model(
     assert out.count("unchanged ") == len(TINY_MODELS) and "registered " not in out
     assert main(["models", "bootstrap-tiny", "--alias", "latest"]) == 1
     assert "alias 'latest' is invalid" in capsys.readouterr().err
+
+
+def test_demo_media_are_deterministic_and_fit_the_demo_campaign(tmp_path: Path) -> None:
+    demo = Path(__file__).resolve().parents[2] / "examples" / "demo"
+    digests = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        subprocess.run(
+            [sys.executable, str(demo / "make_media.py"), str(out)], check=True, capture_output=True
+        )
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())})
+    assert digests[0] == digests[1]
+    media = tmp_path / "a"
+
+    campaign = yaml.safe_load((demo / "campaign.yaml").read_text())
+    referenced = set()
+    for job in campaign["jobs"]:
+        referenced |= {s["image"] for s in job.get("subjects", [])}
+        referenced |= {job["audio"]["uri"]} if "audio" in job else set()
+        referenced |= {job["edit"]["video"], job["edit"]["mask"]} if "edit" in job else set()
+    assert {Path(r).name for r in referenced} == set(digests[0])
+    assert {Path(r).parent.as_posix() for r in referenced} == {"assets"}
+
+    for still in ("woman.png", "man.png", "bottle.png"):
+        image = read_image(media / still)
+        assert image.shape == (256, 256, 3) and image.std() > 20
+    voice = decode_audio(media / "voiceover.wav", 16000)
+    assert voice.shape == (int(5.2 * 16000),)
+    frame_rms = np.sqrt((voice[: 129 * 640].reshape(129, 640) ** 2).mean(axis=1))
+    assert frame_rms.max() > 0.1 and (frame_rms < 0.01).any()  # syllables and pauses, not a steady tone
+    video, mask = read_video_frames(media / "shelf.mp4"), read_video_frames(media / "shelf_mask.mp4")
+    assert video.shape == mask.shape == (129, 64, 64, 3)
+    assert np.abs(video[0].astype(int) - video[-1].astype(int)).mean() > 2  # it moves
+    white = mask.mean(axis=-1) > 127
+    assert 0.05 < white.mean() < 0.5 and ((mask.mean(axis=-1) < 20) | white).mean() > 0.97
