@@ -52,6 +52,7 @@ This module does not import torch: `model_core.sampling` is imported inside the 
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -59,8 +60,8 @@ import reprlib
 import typing
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -323,19 +324,27 @@ def _check_text(value: str) -> str:
 
 def _sampling_check(name: str) -> AfterValidator:
     """Check one sampling setting with the sampler's own rules (`SamplingOptions`), on a mode-neutral base."""
-    option = _SAMPLING_FIELDS[name]
 
     def check(value: Any) -> Any:
         if value is None:
             return value
-        try:
-            _sampling_defaults(Mode.T2V).with_(**{option: value})
-        except ValueError as exc:
+        error = _sampling_refusal(_SAMPLING_FIELDS[name], value)
+        if error is not None:
             hint = _FIX_HINTS.get(name, "")
-            raise _problem(_sampling_error(exc) + (f" ({hint})" if hint else "")) from None
+            raise _problem(error + (f" ({hint})" if hint else ""))
         return value
 
     return AfterValidator(check)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sampling_refusal(option: str, value: float) -> str | None:
+    """The sampler's message refusing `option=value`, or None (cached: a campaign repeats its values)."""
+    try:
+        _sampling_defaults(Mode.T2V).with_(**{option: value})
+    except ValueError as exc:
+        return _sampling_error(exc)
+    return None
 
 
 def _uri_checker(kind: str, extensions: tuple[str, ...]) -> AfterValidator:
@@ -385,14 +394,21 @@ def _uri_checker(kind: str, extensions: tuple[str, ...]) -> AfterValidator:
             path_part = value
             context = info.context or {}
             base = context.get("base_dir_resolved") or (Path(context.get("base_dir") or Path.cwd())).resolve()
-            target = base.joinpath(value).resolve()
-            if not target.is_relative_to(base):
+            # one resolution per distinct path and load: jobs of a campaign share their assets
+            known: dict[str, str] = (
+                context.setdefault("resolved_paths", {}) if info.context is not None else {}
+            )
+            uri = known.get(value)
+            if uri is None:
+                target = base.joinpath(value).resolve()
+                uri = known[value] = target.as_uri() if target.is_relative_to(base) else ""
+            if not uri:
                 how = "through a symbolic link " if ".." not in PurePosixPath(value).parts else ""
                 raise _problem(
                     f"{_show(value)} leads {how}outside the campaign's folder {base}; keep assets in that folder "
                     "(or below it), or name them explicitly as file:///abs/path or s3://bucket/key"
                 )
-            value = target.as_uri()
+            value = uri
         if not path_part.lower().endswith(extensions):
             article = "an" if kind[0] in "aeiou" else "a"
             raise _problem(
@@ -567,9 +583,11 @@ _UNSPACED_RANGES = (
 )
 
 
+_UNSPACED = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _UNSPACED_RANGES) + "]")
+
+
 def _unspaced(ch: str) -> bool:
-    code = ord(ch)
-    return any(lo <= code <= hi for lo, hi in _UNSPACED_RANGES)
+    return _UNSPACED.match(ch) is not None
 
 
 def _joins(ch: str) -> bool:
@@ -586,7 +604,7 @@ def _word_in(word: str, text: str) -> bool:
     needle, hay = word.strip().casefold(), text.casefold()
     if not needle:
         return False
-    if any(_unspaced(ch) for ch in needle):
+    if _UNSPACED.search(needle):
         return needle in hay
     start = hay.find(needle)
     while start >= 0:
@@ -597,16 +615,19 @@ def _word_in(word: str, text: str) -> bool:
     return False
 
 
+def _word_form_ok(word: str) -> bool:
+    word = word.strip()
+    first_is_letter = bool(word) and unicodedata.category(word[0]).startswith("L")
+    return first_is_letter and all(unicodedata.category(ch)[0] in "LM" or ch in " '-’" for ch in word)
+
+
 def _check_word(value: str) -> str:
-    word = value.strip()
-    ok = bool(word) and unicodedata.category(word[0]).startswith("L")
-    ok = ok and all(unicodedata.category(ch)[0] in "LM" or ch in " '-’" for ch in word)
-    if not ok:
+    if not _word_form_ok(value):
         raise _problem(
             f"subject word {_show(value)} must be a word of the prompt: letters of any script, spaces, ' or -, "
             "starting with a letter, e.g. 'woman', 'red panda' or '女士'"
         )
-    return word
+    return value.strip()
 
 
 class Subject(_Strict):
@@ -807,7 +828,7 @@ class Job(_Strict):
             word = s.get("word") if isinstance(s, Mapping) else getattr(s, "word", None)
             if not isinstance(word, str) or not word.strip():
                 continue
-            if prompt is not None and not _word_in(word, prompt):
+            if prompt is not None and _word_form_ok(word) and not _word_in(word, prompt):
                 message = (
                     f"subject word {_show(word)} does not occur in the prompt; the model ties the image to that "
                     f"word, so use the prompt's word for it or add {_show(word)} to the prompt"
@@ -1253,8 +1274,8 @@ def _describe(error: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(path, message) lines for one pydantic error."""
     loc = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]  # drop union/function tags
     path, kind, ctx, value = _path(loc), error["type"], error.get("ctx") or {}, error.get("input")
-    field = next((p for p in reversed(loc) if isinstance(p, str)), "")
-    hint = _FIX_HINTS.get(field, "")
+    field_name = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    hint = _FIX_HINTS.get(field_name, "")
     hint = f" ({hint})" if hint else ""
     if kind == "adrender_spec":
         return [
@@ -1270,7 +1291,7 @@ def _describe(error: Mapping[str, Any]) -> list[tuple[str, str]]:
         guess = f"did you mean {close[0]!r}? " if close else ""
         return [(path, f"unknown field {_show(loc[-1])}; {guess}allowed here: {', '.join(allowed)}")]
     if kind == "missing":
-        return [(path, f"required field is missing; add {field}: ...{hint}")]
+        return [(path, f"required field is missing; add {field_name}: ...{hint}")]
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         bounds = {
             "greater_than": "> {gt}",
@@ -1345,40 +1366,10 @@ def _issues_from(exc: ValidationError, file: str, data: Any) -> list[CampaignIss
 # loading ----------------------------------------------------------------------------------------------------
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class _CampaignLoader(_YamlLoader):
-    """Safe YAML loader that rejects duplicate and complex keys (plain YAML silently keeps the last of two
-    equal keys, and a list as key cannot name a field). Merge keys (``<<: *base``) work as usual; a key the
-    mapping sets itself overrides a merged one."""
-
-
-def _construct_mapping(loader: _CampaignLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == _MERGE_TAG:
-            continue
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                "a mapping key must be a plain name, not a list or mapping ('? ' keys are not "
-                "supported); write field: value",
-                key_node.start_mark,
-            )
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {_show(key)}; each field may appear once per mapping",
-                key_node.start_mark,
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_CampaignLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE = object()  # the key of a merge entry while its mapping is read
 
 
 def _file_error(name: str, message: str) -> CampaignError:
@@ -1397,65 +1388,162 @@ def _too_deep(name: str, where: str) -> CampaignError:
     )
 
 
-def _check_nesting(text: str, name: str) -> None:
-    """Refuse deep nesting from the event stream, before anything recursive (the composer) sees it."""
-    depth = 0
-    for event in yaml.parse(text, Loader=_YamlLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_NESTING:
-                raise _too_deep(name, _line(event.start_mark))
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
+def _yaml_error(problem: str, mark: Any) -> yaml.YAMLError:
+    return yaml.constructor.ConstructorError(None, None, problem, mark)
 
 
-def _children(node: yaml.Node) -> Iterator[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        yield from node.value
-    elif isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            yield key
-            yield value
+@dataclass
+class _Open:
+    """A sequence or mapping being read: its items, where it starts, and its size with aliases expanded."""
+
+    mapping: bool
+    start: Any  # the parser's mark
+    anchor: str | None
+    items: list[Any] = field(default_factory=list)
+    keys: list[Any] = field(default_factory=list)  # mappings: the key of each item (_MERGE for '<<')
+    marks: list[Any] = field(default_factory=list)  # mappings: where each key is
+    values: int = 1
+    depth: int = 0
 
 
-def _check_expansion(root: yaml.Node, name: str) -> None:
-    """Refuse alias bombs ("billion laughs"), alias chains nesting too deep, and recursive aliases.
+def _close(node: _Open) -> Any:
+    """The Python value of a finished sequence or mapping. In a mapping, keys it sets itself win over merged
+    ones (`<<: *base`), and of several merged mappings (`<<: [*a, *b]`) the first wins."""
+    if not node.mapping:
+        return node.items
+    out: dict[Any, Any] = {}
+    merged: list[dict[Any, Any]] = []
+    for key, value, mark in zip(node.keys, node.items, node.marks, strict=True):
+        if key is _MERGE:
+            sources = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, dict) for v in sources):
+                raise _yaml_error("'<<' merges a mapping (<<: *base) or a list of them (<<: [*a, *b])", mark)
+            merged.extend(sources)
+        elif key in out:
+            raise _yaml_error(f"duplicate key {_show(key)}; each field may appear once per mapping", mark)
+        else:
+            out[key] = value
+    if not merged:
+        return out
+    base: dict[Any, Any] = {}
+    for source in reversed(merged):
+        base.update(source)
+    return {**base, **out}
 
-    Counts the values of the document with every alias expanded, without expanding anything: each node's
-    count is computed once and reused wherever an alias points to it.
+
+def _scalar(loader: Any, event: Any, resolved: dict[tuple[str, Any], str]) -> Any:
+    tag = event.tag
+    if tag is None or tag == "!":
+        key = (event.value, event.implicit)
+        tag = resolved.get(key)
+        if tag is None:
+            tag = resolved.setdefault(key, loader.resolve(yaml.ScalarNode, event.value, event.implicit))
+    if tag == _STR_TAG:
+        return event.value
+    if tag == _MERGE_TAG:
+        return _MERGE
+    construct = loader.yaml_constructors.get(tag)
+    if construct is None:
+        raise _yaml_error(f"the tag {_show(tag)} is not allowed in a campaign", event.start_mark)
+    return construct(loader, yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark))
+
+
+def _load_yaml(text: str, name: str) -> Any:
+    """Read one YAML document into plain Python values, in one pass over the parser's events (no recursion).
+
+    On the way it refuses what would exhaust the stack or memory later: nesting deeper than `MAX_NESTING`
+    (also through aliases), alias bombs ("billion laughs": more than `MAX_NODES` values once aliases are
+    expanded) and aliases inside the value they name; and what cannot name a field: duplicate keys and
+    complex (list or mapping) keys. An alias gives the very object of its anchor, whose expanded size was
+    counted once when it was read, so nothing is ever expanded. Safe tags only, as `yaml.safe_load`.
     """
-    done: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) with aliases expanded
-    on_path: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, finished = stack.pop()
-        key = id(node)
-        if finished:
-            on_path.discard(key)
-            kids = [done[id(child)] for child in _children(node)]
-            values = 1 + sum(k[0] for k in kids)
-            depth = (1 + max((k[1] for k in kids), default=0)) if not isinstance(node, yaml.ScalarNode) else 0
-            if values > MAX_NODES:
+    loader = _YamlLoader(text)
+    try:
+        loader.get_event()  # stream start
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # document start
+        anchors: dict[str, tuple[Any, int, int]] = {}  # anchor -> (value, values, depth)
+        open_anchors: set[str] = set()
+        stack: list[_Open] = []
+        resolved: dict[tuple[str, Any], str] = {}  # plain scalars repeat (keys): resolve each once
+        while True:
+            event: Any = loader.get_event()  # the stubs type it as the base Event
+            kind = type(event)
+            values, depth = 1, 0
+            if kind is yaml.ScalarEvent:
+                value = _scalar(loader, event, resolved)
+                if event.anchor is not None:
+                    anchors[event.anchor] = (value, values, depth)
+            elif kind is yaml.AliasEvent:
+                if event.anchor in open_anchors:
+                    raise _file_error(
+                        name,
+                        f"{_line(event.start_mark)}the alias *{event.anchor} is inside the value it names (a loop); "
+                        "a campaign cannot contain itself",
+                    )
+                if event.anchor not in anchors:
+                    raise _yaml_error(f"found undefined alias *{event.anchor}", event.start_mark)
+                value, values, depth = anchors[event.anchor]
+            elif kind is yaml.SequenceStartEvent or kind is yaml.MappingStartEvent:
+                mapping = kind is yaml.MappingStartEvent
+                if event.tag not in (None, "!", _MAP_TAG if mapping else _SEQ_TAG):
+                    raise _yaml_error(
+                        f"the tag {_show(event.tag)} is not allowed in a campaign", event.start_mark
+                    )
+                stack.append(_Open(mapping, event.start_mark, event.anchor))
+                if event.anchor is not None:
+                    open_anchors.add(event.anchor)
+                if len(stack) > MAX_NESTING:
+                    raise _too_deep(name, _line(event.start_mark))
+                continue
+            elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+                node = stack.pop()
+                value, values, depth = _close(node), node.values, node.depth + 1
+                if node.anchor is not None:
+                    open_anchors.discard(node.anchor)
+                    anchors[node.anchor] = (value, values, depth)
+            else:  # pragma: no cover - the parser emits nothing else inside a document
+                raise _yaml_error(f"unexpected {kind.__name__}", event.start_mark)
+            parent = stack[-1] if stack else None
+            if value is _MERGE and (
+                parent is None or not parent.mapping or len(parent.keys) > len(parent.items)
+            ):
+                raise _yaml_error(
+                    "'<<' is YAML's merge key; quote it ('<<') to write it as text", event.start_mark
+                )
+            if parent is None:
+                break
+            if parent.mapping and len(parent.keys) == len(parent.items):
+                if isinstance(value, (dict, list)):
+                    raise _yaml_error(
+                        "a mapping key must be a plain name, not a list or mapping ('? ' keys are not "
+                        "supported); write field: value",
+                        event.start_mark,
+                    )
+                parent.keys.append(value)
+                parent.marks.append(event.start_mark)
+            else:
+                parent.items.append(value)
+            parent.values += values
+            parent.depth = max(parent.depth, depth)
+            if parent.values > MAX_NODES:
                 raise _file_error(
                     name,
-                    f"{_line(node.start_mark)}the document expands to more than {MAX_NODES:,} values through YAML "
+                    f"{_line(event.start_mark)}the document expands to more than {MAX_NODES:,} values through YAML "
                     "aliases (*name); a campaign needs far fewer, write the values out or use fewer aliases",
                 )
-            if depth > MAX_NESTING:
-                raise _too_deep(name, _line(node.start_mark) + "through YAML aliases, ")
-            done[key] = (values, depth)
-            continue
-        if key in done:
-            continue
-        if key in on_path:
-            raise _file_error(
-                name,
-                f"{_line(node.start_mark)}a YAML alias refers to a value that contains it (a loop); "
-                "a campaign cannot contain itself",
+            if len(stack) + depth > MAX_NESTING:
+                raise _too_deep(name, _line(event.start_mark) + "through YAML aliases, ")
+        loader.get_event()  # document end
+        if not loader.check_event(yaml.StreamEndEvent):
+            extra: Any = loader.get_event()
+            raise _yaml_error(
+                "a campaign file holds one YAML document; remove the second '---'", extra.start_mark
             )
-        on_path.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in _children(node) if id(child) not in done)
+        return value
+    finally:
+        loader.dispose()
 
 
 def _check_json_nesting(data: Any, name: str) -> None:
@@ -1490,19 +1578,14 @@ def _parse_text(text: str, name: str, as_json: bool) -> Any:
         _check_json_nesting(data, name)
         return data
     try:
-        _check_nesting(text, name)
-        loader = _CampaignLoader(text)
-        try:
-            node = loader.get_single_node()
-            if node is None:
-                return None
-            _check_expansion(node, name)
-            return loader.construct_document(node)
-        finally:
-            loader.dispose()
+        return _load_yaml(text, name)
+    except CampaignError:
+        raise
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
+        if "nesting depth" in problem:  # libyaml's own limit on flow nesting, met while looking ahead
+            raise _too_deep(name, _line(mark)) from None
         raise _file_error(name, f"{_line(mark)}invalid YAML: {problem}") from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2024-13-45
         raise _file_error(name, f"invalid YAML value: {_show(str(exc))}") from None

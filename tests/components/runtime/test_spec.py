@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +181,224 @@ def test_model_refs_are_stored_in_canonical_form(tmp_path: Path) -> None:
 def test_missing_file_is_a_campaign_error(tmp_path: Path) -> None:
     with pytest.raises(CampaignError, match=r"nope\.yaml: no such file"):
         load_campaign(tmp_path / "nope.yaml")
+
+
+# the README's campaign ----------------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def readme_campaign() -> str:
+    section = README.read_text().split("## A campaign", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, flags=re.DOTALL)
+    assert blocks, "README's 'A campaign' section lost its YAML example"
+    return str(blocks[0])
+
+
+def test_readme_campaign_is_valid(tmp_path: Path) -> None:
+    file = tmp_path / "campaign.yaml"
+    file.write_text(readme_campaign())
+    campaign = load_campaign(file)
+    assert campaign.warnings == ()
+    assert len(campaign.render_units()) >= 1
+    for job in campaign.jobs:
+        assert campaign.models_for(job)["dit"] == "hunyuancustom-dit@production"
+
+
+def test_one_dit_reference_for_a_one_mode_campaign(tmp_path: Path) -> None:
+    data = {**minimal(subjects=[{"word": "woman", "image": "w.png"}]), "models": {"dit": "my-dit@staging"}}
+    campaign = load_campaign(write(tmp_path, data))
+    assert campaign.models_for(campaign.jobs[0])["dit"] == "my-dit@staging"
+    assert campaign.models.dit.t2v == "hunyuanvideo-t2v-dit@production"  # other modes keep their default
+    t2v = load_campaign(write(tmp_path, {**minimal(), "models": {"dit": "my-t2v@staging"}}, "t2v.yaml"))
+    assert t2v.models_for(t2v.jobs[0])["dit"] == "my-t2v@staging"
+
+
+# subject words in any script ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "word"),
+    [
+        ("一位女士手持洗发水，对着镜头微笑。", "女士"),
+        ("女性がシャンプーを持って微笑む。", "女性"),
+        ("여자가 샴푸를 들고 웃는다.", "여자"),  # the particle 가 is attached to the noun
+        ("Женщина держит шампунь и улыбается.", "женщина"),  # case-insensitive
+        ("Eine Frau mit Straßenhut lächelt.", "STRASSENHUT"),  # full case folding
+        ("A red panda eats bamboo.", "red panda"),
+    ],
+)
+def test_subject_words_in_any_script(tmp_path: Path, prompt: str, word: str) -> None:
+    data = minimal(prompt=prompt, subjects=[{"word": word, "image": "s.png"}])
+    job = load_campaign(write(tmp_path, data)).jobs[0]
+    assert job.subjects[0].word == word and job.mode is Mode.IMAGE
+
+
+# YAML -----------------------------------------------------------------------------------------------------------
+
+
+def test_yaml_merge_keys(tmp_path: Path) -> None:
+    file = tmp_path / "merge.yaml"
+    file.write_text(
+        "id: spring\n"
+        "defaults: &fast {steps: 20, frames: 65}\n"
+        "jobs:\n"
+        "  - &base\n"
+        "    id: a\n"
+        "    prompt: A woman smiles.\n"
+        "    subjects: [{word: woman, image: w.png}]\n"
+        "    steps: 40\n"
+        "  - <<: [*fast, *base]\n"  # of several merged mappings the first wins
+        "    id: b\n"
+        "  - <<: *base\n"
+        "    id: c\n"
+        "    steps: 30\n"  # the job's own key wins over the merged one
+    )
+    a, b, c = load_campaign(file).jobs
+    assert [j.id for j in (a, b, c)] == ["a", "b", "c"]
+    assert (a.steps, b.steps, c.steps) == (40, 20, 30)
+    assert b.frames == 65 and c.subjects[0].word == "woman"
+
+
+def test_numbers_are_strict_but_ints_are_numbers(tmp_path: Path) -> None:
+    job = load_campaign(write(tmp_path, minimal(cfg_scale=7, steps=30))).jobs[0]
+    assert job.cfg_scale == 7.0 and isinstance(job.cfg_scale, float)
+
+
+# sampling settings: model_core's defaults and rules -------------------------------------------------------------
+
+
+def test_sampling_options_are_what_the_sampler_uses() -> None:
+    campaign = load_campaign(EXAMPLE)
+    for job in campaign.jobs:
+        options = job.sampling_options(1234)
+        release = MODE_DEFAULTS[SamplingMode(job.mode.value)]
+        assert options == release.with_(seed=1234)  # the example leaves every sampling setting at its default
+        assert (options.num_steps, options.shift, options.cfg_scale) == (
+            job.steps,
+            job.flow_shift,
+            job.cfg_scale,
+        )
+        assert options.embedded_guidance == job.embedded_guidance
+    image, _, editing, t2v = campaign.jobs
+    assert image.sampling_options(0).deepcache and editing.sampling_options(0).deepcache
+    assert not t2v.sampling_options(0).deepcache
+
+
+def test_job_settings_reach_the_sampling_options(tmp_path: Path) -> None:
+    job = load_campaign(
+        write(tmp_path, minimal(steps=20, cfg_scale=1.0, flow_shift=9.0, embedded_guidance=4.5))
+    ).jobs[0]
+    options = job.sampling_options(7)
+    assert (options.num_steps, options.cfg_scale, options.shift, options.embedded_guidance, options.seed) == (
+        20,
+        1.0,
+        9.0,
+        4.5,
+        7,
+    )
+
+
+def test_importing_the_spec_does_not_import_torch() -> None:
+    code = "import sys, components.runtime.spec\nprint('torch' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
+
+
+# warnings ------------------------------------------------------------------------------------------------------
+
+
+def test_negative_prompt_at_cfg_1_is_a_warning(tmp_path: Path) -> None:
+    data = minimal(subjects=[{"word": "woman", "image": "w.png"}], cfg_scale=1.0, negative_prompt="blurry")
+    file = write(tmp_path, data)
+    campaign = load_campaign(file)
+    (warning,) = campaign.warnings
+    assert (warning.file, warning.path, warning.severity) == (str(file), "jobs[0].negative_prompt", "warning")
+    assert "is ignored: at cfg_scale 1.0" in warning.message and "remove negative_prompt" in warning.message
+
+
+def test_no_default_negative_prompt_without_cfg(tmp_path: Path) -> None:
+    # an image job at cfg 1.0 does not get the default negative prompt it could not use, and no warning
+    data = minimal(subjects=[{"word": "woman", "image": "w.png"}], cfg_scale=1.0)
+    campaign = load_campaign(write(tmp_path, data))
+    assert campaign.jobs[0].negative_prompt == "" and campaign.warnings == ()
+    assert load_campaign(EXAMPLE).warnings == ()
+
+
+# sizes and render units --------------------------------------------------------------------------------------------
+
+
+def test_several_sizes_per_job(tmp_path: Path) -> None:
+    data = minimal(sizes=["720x1280", "1280x720", "720x720"], variants=2)
+    campaign = load_campaign(write(tmp_path, data))
+    job = campaign.jobs[0]
+    assert [str(s) for s in job.sizes] == ["720x1280", "1280x720", "720x720"]
+    assert job.size == job.sizes[0]
+    units = campaign.render_units()
+    assert [u.unit_id for u in units] == [
+        "j1-720x1280-v00",
+        "j1-720x1280-v01",
+        "j1-1280x720-v00",
+        "j1-1280x720-v01",
+        "j1-720x720-v00",
+        "j1-720x720-v01",
+    ]
+    assert [(u.height, u.width) for u in units[::2]] == [(720, 1280), (1280, 720), (720, 720)]
+    assert {u.seed for u in units if u.index == 0} == {job.seeds[0]}  # a variant has one seed in every size
+    from components.runtime.store import validate_key
+
+    for unit in units:
+        validate_key(unit.unit_id)
+
+
+def test_size_is_one_size_and_defaults_give_sizes(tmp_path: Path) -> None:
+    data = {
+        "id": "c1",
+        "defaults": {"sizes": ["720x1280", "1280x720"]},
+        "jobs": [
+            {"id": "a", "prompt": "A dog runs."},
+            {
+                "id": "b",
+                "prompt": "A dog runs.",
+                "size": "544x960",
+            },  # the job's own size replaces the default ones
+        ],
+    }
+    campaign = load_campaign(write(tmp_path, data))
+    a, b = campaign.jobs
+    assert [str(s) for s in a.sizes] == ["720x1280", "1280x720"] and [str(s) for s in b.sizes] == ["544x960"]
+    assert [u.unit_id for u in campaign.render_units()] == ["a-720x1280-v00", "a-1280x720-v00", "b-v00"]
+    again = Campaign.model_validate(campaign.model_dump())
+    assert again == campaign
+
+
+def test_ten_thousand_units_load_fast(tmp_path: Path) -> None:
+    jobs = [
+        {
+            "id": f"job-{i}",
+            "prompt": f"A woman holds bottle {i}.",
+            "subjects": [{"word": "woman", "image": "w.png"}],
+        }
+        for i in range(10_000)
+    ]
+    file = write(tmp_path, {"id": "big", "jobs": jobs})
+    load_campaign(write(tmp_path, minimal(), "warm.yaml"))  # imports done outside the timing
+    started = time.perf_counter()
+    campaign = load_campaign(file)
+    elapsed = time.perf_counter() - started
+    assert len(campaign.render_units()) == 10_000
+    assert elapsed < 15, f"{elapsed:.1f} s"  # about 1.5 s on one idle core; generous for a shared machine
+
+
+# territory -----------------------------------------------------------------------------------------------------
+
+
+def test_territory_is_normalised(tmp_path: Path) -> None:
+    file = write(tmp_path, {**minimal(), "territory": ["us", " de ", "EU", "uk", "US"]})
+    campaign = load_campaign(file)
+    assert campaign.territory == ["US", "DE", "EU", "GB"]
+    codes = campaign.territory_codes
+    assert codes is not None and {"US", "DE", "FR", "GB"} <= codes and len(codes) == 29
+    (warning,) = campaign.warnings
+    assert warning.path == "territory[3]" and "read as 'GB'" in warning.message
+    assert load_campaign(write(tmp_path, minimal(), "none.yaml")).territory_codes is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,109 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
     ),
     ("no-jobs", top(jobs=[]), "jobs", "must have at least 1 item(s)"),
     ("output-prefix", top(output_prefix="../up"), "output_prefix", "lowercase key segments separated by '/'"),
+    # numbers are strict: no booleans, no quoted numbers
+    (
+        "steps-yes",
+        job(steps=True),
+        "jobs[0].steps",
+        "got true (YAML reads yes/no/on/off/true/false as a switch)",
+    ),
+    (
+        "steps-quoted",
+        job(steps="30"),
+        "jobs[0].steps",
+        "got the text '30'; must be a whole number: write it without quotes",
+    ),
+    ("cfg-quoted", job(cfg_scale="7.5"), "jobs[0].cfg_scale", "must be a number: write it without quotes"),
+    ("seed-bool", job(seeds=[True]), "jobs[0].seeds[0]", "must be a whole number"),
+    ("foley-switch-number", job(foley={"enabled": 1}), "jobs[0].foley.enabled", "must be true or false"),
+    ("steps-float", job(steps=30.5), "jobs[0].steps", "got 30.5; must be a whole number"),
+    # asset paths stay inside the campaign's folder
+    (
+        "path-escapes",
+        job(subjects=[{"word": "woman", "image": "../../../../etc/shadow.png"}]),
+        "jobs[0].subjects[0].image",
+        "leads outside the campaign's folder",
+    ),
+    (
+        "path-backslash",
+        job(subjects=[{"word": "woman", "image": "assets\\woman.png"}]),
+        "jobs[0].subjects[0].image",
+        "contains a backslash; use / as separator, e.g. 'assets/example.png'",
+    ),
+    (
+        "s3-backslash",
+        job(subjects=[{"word": "woman", "image": "s3://ads/a\\w.png"}]),
+        "jobs[0].subjects[0].image",
+        "use / as separator",
+    ),
+    # subject words
+    (
+        "subject-word-symbols",
+        job(subjects=[{"word": "wo#man", "image": "w.png"}]),
+        "jobs[0].subjects[0].word",
+        "letters of any script, spaces, ' or -",
+    ),
+    (
+        "subject-word-cjk-absent",
+        job(prompt="一位女士微笑。", subjects=[{"word": "男士", "image": "w.png"}]),
+        "jobs[0].subjects[0].word",
+        "subject word '男士' does not occur in the prompt",
+    ),
+    # sizes
+    (
+        "size-and-sizes",
+        job(size="720x1280", sizes=["1280x720"]),
+        "jobs[0].sizes",
+        "give size (one size) or sizes",
+    ),
+    (
+        "sizes-duplicate",
+        job(sizes=["720x1280", "1280x720", "720x1280"]),
+        "jobs[0].sizes[2]",
+        "720x1280 is listed twice (also [0]); list each size once",
+    ),
+    (
+        "sizes-bad-one",
+        job(sizes=["720x1280", "512x512"]),
+        "jobs[0].sizes[1]",
+        "512x512 is not a size the models support",
+    ),
+    ("sizes-empty", job(sizes=[]), "jobs[0].sizes", "must have at least 1 item(s) (e.g. sizes: [720x1280"),
+    ("sizes-not-a-list", job(sizes="720x1280"), "jobs[0].sizes", "must be a list"),
+    (
+        "defaults-size-and-sizes",
+        top(defaults={"size": "720x1280", "sizes": ["720x1280"]}),
+        "defaults.sizes",
+        "give size (one size) or sizes",
+    ),
+    (
+        "unit-id-collision",
+        lambda d: (
+            d["jobs"][1].update(id="intro-720x1280") or d["jobs"][0].update(sizes=["720x1280", "1280x720"])
+        ),
+        "jobs[1].id",
+        "gives the same unit ids as size 720x1280 of jobs[0]",
+    ),
+    # models.dit as one reference
+    (
+        "one-dit-for-two-modes",
+        top(models={"dit": "my-dit@staging"}),
+        "models.dit",
+        "one reference 'my-dit@staging' for jobs of several modes (image, t2v)",
+    ),
+    # territory
+    ("territory-unknown", top(territory=["US", "XX"]), "territory[1]", "unknown territory 'XX'"),
+    (
+        "territory-fix",
+        top(territory=["USA"]),
+        "territory[0]",
+        "use two-letter ISO 3166-1 alpha-2 country codes",
+    ),
+    ("territory-empty", top(territory=[]), "territory", "list at least one territory"),
+    ("territory-not-a-list", top(territory="US"), "territory", "must be a list"),
+    # the sampler's rules apply to campaign defaults too, reported once
+    ("defaults-cfg", top(defaults={"cfg_scale": 0.5}), "defaults.cfg_scale", "cfg_scale must be >= 1.0"),
 ]
 
 
@@ -316,3 +420,125 @@ def test_cases_are_distinct() -> None:
     assert len(CASES) >= 14
     assert len({c[0] for c in CASES}) == len(CASES)
     assert copy.deepcopy(base()) == base()  # mutations never leak between cases
+
+
+def test_cfg_the_sampler_refuses_is_refused_by_validate(tmp_path: Path) -> None:
+    # validate and the sampler share one set of rules: what loads, samples
+    data = base()
+    data["jobs"][1]["cfg_scale"] = 0.5
+    file = tmp_path / "c.yaml"
+    file.write_text(yaml.safe_dump(data))
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    from model_core.sampling.options import SamplingOptions
+
+    with pytest.raises(ValueError) as refused:
+        SamplingOptions(num_steps=50, shift=7.0, cfg_scale=0.5)
+    (issue,) = caught.value.issues
+    assert issue.path == "jobs[1].cfg_scale" and str(refused.value) in issue.message
+
+
+def test_too_many_render_units(tmp_path: Path) -> None:
+    data = base()
+    data["jobs"] = [
+        {"id": f"j{i}", "prompt": "Flowers.", "sizes": ["720x1280", "1280x720"], "variants": 5}
+        for i in range(1001)
+    ]
+    file = tmp_path / "c.yaml"
+    file.write_text(yaml.safe_dump(data))
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    (issue,) = caught.value.issues
+    assert issue.path == "jobs" and issue.message.startswith("10010 render units (jobs x sizes x variants)")
+    assert "at most 10000: split it into several campaigns" in issue.message
+
+
+def test_symlink_out_of_the_campaign_folder(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    (folder / "assets").symlink_to(outside)
+    data = base()
+    data["jobs"][0]["subjects"][0]["image"] = "assets/woman.png"
+    file = folder / "c.yaml"
+    file.write_text(yaml.safe_dump(data))
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    (issue,) = caught.value.issues
+    assert issue.path == "jobs[0].subjects[0].image"
+    assert "'assets/woman.png' leads through a symbolic link outside the campaign's folder" in issue.message
+    assert "keep assets in that folder" in issue.message
+
+
+def yaml_issue(tmp_path: Path, text: str, name: str = "c.yaml") -> CampaignIssue:
+    file = tmp_path / name
+    file.write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    assert time.perf_counter() - started < 10
+    (issue,) = caught.value.issues
+    assert issue.file == str(file)
+    return issue
+
+
+def test_complex_yaml_key(tmp_path: Path) -> None:
+    issue = yaml_issue(tmp_path, "id: spring\n? [a, b]\n: 1\njobs: []\n")
+    assert issue.message.startswith("line 2: invalid YAML: a mapping key must be a plain name")
+
+
+def test_deep_nesting(tmp_path: Path) -> None:
+    issue = yaml_issue(tmp_path, "id: spring\njobs: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    assert "nested more than 32 levels deep" in issue.message and issue.message.startswith("line 2: ")
+    block = "id: spring\njobs:\n" + "".join("  " * i + "- \n" for i in range(1, 40))
+    assert "nested more than 32 levels deep" in yaml_issue(tmp_path, block, "block.yaml").message
+    deep_json = '{"id": "spring", "jobs": ' + "[" * 20_000 + "]" * 20_000 + "}"
+    assert "nested more than 32 levels deep" in yaml_issue(tmp_path, deep_json, "c.json").message
+
+
+def test_billion_laughs(tmp_path: Path) -> None:
+    lines = ["id: spring", 'description: &a0 "lol"']
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    lines += ["jobs: *a9"]
+    issue = yaml_issue(tmp_path, "\n".join(lines) + "\n")
+    assert "expands to more than 2,000,000 values through YAML aliases" in issue.message
+    # a bomb below the limit reaches validation; its value is never shown in full
+    small = ["id: spring", 'description: &a0 "lol"']
+    small += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 5)]
+    small += ["jobs: *a4"]
+    file = tmp_path / "small.yaml"
+    file.write_text("\n".join(small) + "\n")
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    assert all(len(i.message) < 400 for i in caught.value.issues)
+    assert len(str(caught.value)) < 20_000
+
+
+def test_recursive_alias(tmp_path: Path) -> None:
+    issue = yaml_issue(tmp_path, "id: spring\njobs: &loop [*loop]\n")
+    assert "the alias *loop is inside the value it names" in issue.message
+
+
+def test_alias_chain_too_deep(tmp_path: Path) -> None:
+    lines = ["id: spring", "description: &a0 x"] + [f"x{i}: &a{i} [*a{i - 1}]" for i in range(1, 40)]
+    issue = yaml_issue(tmp_path, "\n".join([*lines, "jobs: *a39"]) + "\n")
+    assert "through YAML aliases, nested more than 32 levels deep" in issue.message
+
+
+def test_huge_values_are_shortened_in_messages(tmp_path: Path) -> None:
+    data = base()
+    data["jobs"][0]["steps"] = list(range(100_000))
+    data["jobs"][0]["id"] = "X" * 5000
+    file = tmp_path / "c.yaml"
+    file.write_text(yaml.safe_dump(data))
+    with pytest.raises(CampaignError) as caught:
+        load_campaign(file)
+    by_path = {i.path: i.message for i in caught.value.issues}
+    assert by_path["jobs[0].steps"].startswith("got [0, 1, 2, 3, ...]; must be a whole number")
+    assert len(by_path["jobs[0].id"]) < 300
+
+
+def test_merge_key_needs_a_mapping(tmp_path: Path) -> None:
+    issue = yaml_issue(tmp_path, "id: spring\njobs:\n  - <<: [1, 2]\n    id: a\n")
+    assert "invalid YAML: '<<' merges a mapping (<<: *base) or a list of them" in issue.message
