@@ -2,24 +2,24 @@
 
 Each `tiny-` preset is written as a folder in the format of the released files, so the real loaders read it:
 
-| preset | folder | loader |
-|---|---|---|
-| tiny DiT presets (`model_core.configs.PRESETS`) | `mp_rank_00_model_states.pt` = `{"module": state_dict}` | `checkpoints.load_model` |
-| `tiny-hunyuan-vae` | `config.json` + `diffusion_pytorch_model.safetensors` | `vae.load_vae` |
-| `tiny-llava` | LLaVA `save_pretrained` + tokenizer | `text.LlavaTextEncoder.from_pretrained` |
-| `tiny-clip` | CLIP text tower `save_pretrained` + tokenizer | `text.ClipPooledEncoder.from_pretrained` |
-| `tiny-whisper` | `WhisperModel` `save_pretrained` + feature extractor | `audio.WhisperAudioEncoder.from_pretrained` |
+- tiny DiT presets (`model_core.configs.PRESETS`): `mp_rank_00_model_states.pt` holding
+  `{"module": state_dict}`, as the official releases; read by `checkpoints.load_model`.
+- `tiny-hunyuan-vae`: `config.json` + `diffusion_pytorch_model.safetensors`; `vae.load_vae`.
+- `tiny-llava`: LLaVA `save_pretrained` + tokenizer; `text.LlavaTextEncoder.from_pretrained`.
+- `tiny-clip`: CLIP text tower `save_pretrained` + tokenizer; `text.ClipPooledEncoder.from_pretrained`.
+- `tiny-whisper`: `WhisperModel` `save_pretrained` + feature extractor;
+  `audio.WhisperAudioEncoder.from_pretrained`.
 
 The widths fit the tiny DiT presets: LLaVA hidden 32 = `text_states_dim`, CLIP hidden 16 = `text_pooled_dim`,
 Whisper d_model 16 with 4 encoder layers = the audio branch's `whisper_dim` and `whisper_layers` (5 with the
 embeddings). Weights are seeded and saving is deterministic: the same preset and seed give the same bytes.
 
 Tokenizers. The folders carry byte-level tokenizers (`llama_byte_tokenizer`, `clip_byte_tokenizer`): every
-text encodes, Chinese included (unknown words fall back to their UTF-8 bytes), and Llama-3's pre-tokenizer split
-plus one vocabulary entry per piece of the prompt templates make the templates' prefixes exactly as long as
-with the released Llama-3 tokenizer (95 and 36 tokens), so `VIDEO_TEMPLATE` and `IMAGE_TEMPLATE` apply unchanged.
-The word-level tokenizers (`llama_word_tokenizer`, `clip_word_tokenizer`) know a fixed corpus only; unit tests
-use them to tell template tokens apart by word.
+text encodes, Chinese included (unknown words fall back to their UTF-8 bytes), and Llama-3's pre-tokenizer
+split plus one vocabulary entry per piece of the prompt templates make the templates' prefixes exactly as long
+as with the released Llama-3 tokenizer (95 and 36 tokens), so `VIDEO_TEMPLATE` and `IMAGE_TEMPLATE` apply
+unchanged. The word-level tokenizers (`llama_word_tokenizer`, `clip_word_tokenizer`) know a fixed corpus only;
+unit tests use them to tell template tokens apart by word.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ _AD_SENTENCES = (
     IDENTITY_SUFFIX.format(word="man"),
     IDENTITY_SUFFIX.format(word="bottle"),
     (
-        "Realistic, High-quality. A woman in a bright bathroom holds up a green shampoo bottle, smiles at the "
-        "camera and runs a hand through her shiny hair."
+        "Realistic, High-quality. A woman in a bright bathroom holds up a green shampoo bottle, smiles at "
+        "the camera and runs a hand through her shiny hair."
     ),
     "Realistic, High-quality. A man talks to the camera in a sunny kitchen and holds a shampoo bottle.",
     "Realistic, High-quality. A hand places a green bottle on a marble shelf next to fresh towels.",
@@ -184,7 +184,8 @@ def _clip_fast(tok: Tokenizer) -> PreTrainedTokenizerFast:
 
 
 def llama_word_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level tokenizer of `CORPUS` with the Llama-3 special tokens the templates use; other words are <unk>."""
+    """Word-level tokenizer of `CORPUS` with the Llama-3 special tokens the templates use; other words are
+    <unk>."""
     vocab = {tok: i for i, tok in enumerate(LLAMA_SPECIALS)}
     for w in _words(CORPUS, LLAMA_SPECIALS):
         vocab.setdefault(w, len(vocab))
@@ -241,14 +242,15 @@ def _byte_level(
 
 
 def llama_byte_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level tokenizer with Llama-3's split and special tokens: any text encodes; template pieces are whole
-    tokens, so the templates' crop starts are the released ones (95 for video, 36 for image)."""
+    """Byte-level tokenizer with Llama-3's split and special tokens: any text encodes; template pieces are
+    whole tokens, so the templates' crop starts are the released ones (95 for video, 36 for image)."""
     tok, vocab = _byte_level(LLAMA_SPECIALS, CORPUS + _AD_SENTENCES, lower=False)
     return _llama_fast(tok, vocab)
 
 
 def clip_byte_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level, lower-cased tokenizer framed like CLIP's: any text encodes, known words as one token each."""
+    """Byte-level, lower-cased tokenizer framed like CLIP's: any text encodes, known words are one token
+    each."""
     tok, _ = _byte_level(CLIP_SPECIALS, CORPUS + _AD_SENTENCES, lower=True)
     return _clip_fast(tok)
 
@@ -258,7 +260,8 @@ def clip_byte_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_llava(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlavaForConditionalGeneration:
-    """A random LLaVA: 4-layer Llama (hidden 32) + 2-layer CLIP ViT at 336 px / patch 14 (576 image tokens)."""
+    """A random LLaVA: 4-layer Llama (hidden 32) + 2-layer CLIP ViT at 336 px / patch 14 (576 image
+    tokens)."""
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=LLAVA_HIDDEN,

@@ -1,4 +1,4 @@
-"""Generate the demo campaign's media: two portraits, a product still, a voice-like track, a video and its mask.
+"""Generate the demo campaign's media: two portraits, a product still, a voice-like track, a video, its mask.
 
     python examples/demo/make_media.py [OUT_DIR]        (default: examples/demo/assets)
 

@@ -1,5 +1,5 @@
-"""Tiny model folders: written in the released formats, read back by the real loaders, and chained into the tiny
-DiTs (text, identity image, audio, edit video) with finite, input-dependent outputs."""
+"""Tiny model folders: written in the released formats, read back by the real loaders, and chained into the
+tiny DiTs (text, identity image, audio, edit video) with finite, input-dependent outputs."""
 
 from __future__ import annotations
 
