@@ -1,13 +1,29 @@
-"""Session-wide fixtures: real services on loopback.
+"""Session-wide fixtures: real services on loopback, shared by every test folder.
 
-The S3 server is moto's standalone server (ThreadedMotoServer); only the minio client speaks to it.
+* ``s3_server``: moto's standalone S3 server (ThreadedMotoServer); only the minio client speaks to it.
+* ``mlflow_server``: a real ``mlflow server`` (sqlite backend, proxied artifacts in a bucket of ``s3_server``).
+* ``monitoring``: ``prometheus-pushgateway`` and a ``prometheus`` scraping it every second.
+
+Ports come from :func:`model_core.parallel.launch.free_port`, imported where a fixture starts.
 """
+
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +63,192 @@ def s3_server() -> Iterator[S3Server]:
         yield S3Server(host=host, port=port)
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------
+# process helpers
+
+
+def _free_port() -> int:
+    from model_core.parallel.launch import free_port  # torch is imported only by sessions that need a port
+
+    return free_port()
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (apt-get install {name}, or `make deps`)")
+    return path
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the end of ``log`` if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"{url} not ready after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of ``proc`` (started with start_new_session), SIGKILL if it lingers."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# MLflow
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    """A running ``mlflow server``: its URL, the bucket holding its artifacts, and its log file."""
+
+    url: str
+    bucket: str
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """``mlflow server`` on loopback: sqlite backend, ``--serve-artifacts`` into a fresh S3 bucket."""
+    from minio import Minio
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    bucket = s3_server.new_bucket_name()
+    Minio(
+        s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        secure=False,
+        region=s3_server.region,
+    ).make_bucket(bucket)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID=s3_server.access_key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+        AWS_DEFAULT_REGION=s3_server.region,
+        AWS_EC2_METADATA_DISABLED="true",
+        MLFLOW_S3_ENDPOINT_URL=s3_server.url,
+    )
+    log = root / "server.log"
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    # fmt: off
+    command = [
+        str(mlflow_bin), "server",
+        "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+        "--serve-artifacts", "--artifacts-destination", f"s3://{bucket}/",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+    # fmt: on
+    with log.open("wb") as out:
+        # own process group: the server forks workers and a job runner that SIGTERM alone would orphan
+        proc = subprocess.Popen(
+            command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # ~10 s on an idle 2-core machine; far longer when the cores are shared with other test runs
+        _wait_ready(f"{url}/health", proc, log, timeout=120)
+        yield MlflowServer(url=url, bucket=bucket, log=log)
+    finally:
+        _stop_group(proc)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prometheus and the Pushgateway
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """A Pushgateway and a Prometheus scraping it every second (honor_labels)."""
+
+    pushgateway: str  # host:port
+    prometheus_url: str
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query through Prometheus's HTTP API; the result vector."""
+        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+    def wait_for(self, promql: str, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Poll ``promql`` until it returns a non-empty vector (scrape interval is 1 s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(promql)
+            if result or time.monotonic() > deadline:
+                return result
+            time.sleep(0.25)
+
+    def gateway_metrics(self) -> str:
+        """The Pushgateway's own /metrics text."""
+        with urllib.request.urlopen(f"http://{self.pushgateway}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+
+@pytest.fixture(scope="session")
+def monitoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitoring]:
+    """prometheus-pushgateway and prometheus as subprocesses on free loopback ports, for the session."""
+    gateway_bin = _binary("prometheus-pushgateway")
+    prometheus_bin = _binary("prometheus")
+    work = tmp_path_factory.mktemp("monitoring")
+    gw_port, prom_port = _free_port(), _free_port()
+    gateway = f"127.0.0.1:{gw_port}"
+    gw_log = work / "pushgateway.log"
+    with gw_log.open("wb") as out:
+        gw = subprocess.Popen(
+            [gateway_bin, f"--web.listen-address={gateway}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    procs = [gw]
+    try:
+        _wait_ready(f"http://{gateway}/-/ready", gw, gw_log, timeout=20)
+        config = work / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n"
+            "  - job_name: pushgateway\n    honor_labels: true\n"
+            f"    static_configs:\n      - targets: ['{gateway}']\n"
+        )
+        prom_log = work / "prometheus.log"
+        with prom_log.open("wb") as out:
+            prom = subprocess.Popen(
+                [
+                    prometheus_bin,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={work / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        procs.append(prom)
+        _wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", prom, prom_log, timeout=20)
+        yield Monitoring(pushgateway=gateway, prometheus_url=f"http://127.0.0.1:{prom_port}")
+    finally:
+        for proc in reversed(procs):
+            _stop_group(proc)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,13 @@ experiment ``adrender-models``) and tags that say what it is:
 - ``adrender.files.parts`` and ``adrender.files.000``, ``adrender.files.001``, ...: a JSON object
   ``{relative path: {"sha256": hex, "size": bytes}}``, split into pieces of at most 5000 characters
   because older MLflow servers cap a model-version tag value at 5000 (MLflow 3 allows 100 000);
-- ``adrender.total_bytes`` and ``adrender.source`` (where the files came from, free text).
+- ``adrender.total_bytes`` and ``adrender.source`` (where the files came from, free text);
+- ``adrender.license.excluded_territories``: territories the licence of the weights excludes, as
+  comma-separated upper-case ISO 3166-1 alpha-2 codes (``EU,GB,KR``); absent when none are.
+
+:meth:`Registry.register` first checks that the files fit the preset (:func:`check_checkpoint`): the preset
+exists, a DiT or VAE checkpoint has exactly the preset's keys and shapes (read from the file header or a
+memory map, not loaded), an encoder folder's ``config.json`` has one of the preset's ``model_type`` values.
 
 Campaigns name models as ``name@alias`` (``hunyuancustom-dit@production``) or ``name/version``.
 :meth:`Registry.resolve` turns a reference into a :class:`ResolvedModel` (one immutable version), and
@@ -26,7 +32,14 @@ Configuration (read only by :meth:`Registry.from_env`, never at import):
     volume so the ranks of a pod download tens of GB once.
 
 MLflow's own HTTP settings apply as usual (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``,
-``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``).
+``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``).
+Left unset, this module sets them for the process to 3 retries, backoff factor 1 and 60 s (MLflow's own
+defaults retry for about four minutes before an unreachable server is reported).
+
+Before the first call, the registry logs ``contacting model registry <uri>`` and checks that it can be
+reached: an ``http(s)`` server must answer within about 25 s (two tries of 5 s to connect and 10 s to answer);
+a ``sqlite`` database's folder must exist (it is created if it can be) and be writable, and an existing file
+must be an SQLite database. Otherwise :class:`RegistryUnavailable` names the URI and the fix.
 
 Errors (all raised by the public methods)::
 
@@ -35,6 +48,7 @@ Errors (all raised by the public methods)::
     ├── AliasNotFound             the model exists, the alias does not
     ├── VersionNotFound           the model exists, the version does not
     ├── RegistryUnavailable       the tracking server or database cannot be reached
+    ├── PresetMismatch            the preset does not exist, or the files to register do not fit it
     └── CorruptCheckpoint         downloaded or registered files do not match their recorded sha256
 
 MLflow and connection errors are translated in one place, :meth:`Registry._mlflow_errors`.
@@ -42,6 +56,7 @@ MLflow and connection errors are translated in one place, :meth:`Registry._mlflo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -50,7 +65,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,12 +83,14 @@ __all__ = [
     "CorruptCheckpoint",
     "ModelNotFound",
     "ModelRef",
+    "PresetMismatch",
     "RegisteredModelInfo",
     "Registry",
     "RegistryError",
     "RegistryUnavailable",
     "ResolvedModel",
     "VersionNotFound",
+    "check_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +104,7 @@ TAG_TOTAL_BYTES = "adrender.total_bytes"
 TAG_SOURCE = "adrender.source"
 TAG_FILES_PARTS = "adrender.files.parts"
 TAG_FILES_PART = "adrender.files.{:03d}"
+TAG_EXCLUDED_TERRITORIES = "adrender.license.excluded_territories"
 # MLflow 2.x servers reject model-version tag values over 5000 characters.
 TAG_VALUE_LIMIT = 5000
 
@@ -98,6 +116,21 @@ _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 # MLflow reserves "latest" and "v<digits>" as alias names.
 _RESERVED_ALIAS_RE = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
 _HASH_CHUNK = 4 << 20
+_TERRITORY_RE = re.compile(r"^[A-Z]{2}$")
+
+# MLflow's HTTP client settings when the user sets none (its defaults retry for about four minutes).
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+# The reachability check of an http(s) tracking server: (connect, answer) seconds per try, and tries.
+PROBE_TIMEOUT_S = (5.0, 10.0)
+PROBE_TRIES = 2
+# A cached file whose (size, mtime, ctime, inode) match the marker is not hashed again, unless its mtime lies
+# this close to when the marker was written: a change within one timestamp tick could keep the mtime.
+RACY_MTIME_NS = 2_000_000_000
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 T = TypeVar("T")
 
@@ -128,6 +161,10 @@ class RegistryUnavailable(RegistryError):
 
 class CorruptCheckpoint(RegistryError):
     """Files do not match the sha256/size recorded for the model version."""
+
+
+class PresetMismatch(RegistryError, ValueError):
+    """The preset to register under does not exist, or the files do not fit it; names the preset they fit."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,7 +227,9 @@ class ResolvedModel:
     """One immutable registered model version and what its files must be.
 
     ``files`` maps each relative path (POSIX separators) to its sha256 hex digest, ``sizes`` to its
-    byte count. ``str(resolved)`` is ``name/version``, the form to record in cache keys and manifests.
+    byte count. ``excluded_territories`` are the upper-case ISO 3166-1 alpha-2 codes (and ``EU``) where
+    the licence of the weights does not allow their use. ``str(resolved)`` is ``name/version``, the form
+    to record in cache keys and manifests.
     """
 
     name: str
@@ -200,6 +239,7 @@ class ResolvedModel:
     total_bytes: int
     source: str
     sizes: Mapping[str, int] = field(hash=False, default_factory=dict)
+    excluded_territories: tuple[str, ...] = ()
 
     @property
     def ref(self) -> ModelRef:
@@ -216,6 +256,7 @@ class ResolvedModel:
             "sizes": dict(self.sizes),
             "total_bytes": self.total_bytes,
             "source": self.source,
+            "excluded_territories": list(self.excluded_territories),
         }
 
     @classmethod
@@ -229,6 +270,7 @@ class ResolvedModel:
             total_bytes=int(data["total_bytes"]),
             source=str(data.get("source", "")),
             sizes={str(k): int(v) for k, v in data.get("sizes", {}).items()},
+            excluded_territories=tuple(str(t) for t in data.get("excluded_territories", ())),
         )
 
     def __str__(self) -> str:
@@ -259,6 +301,22 @@ def _check_alias(alias: str) -> None:
             f"model alias {alias!r} is invalid: use 1-64 letters, digits, '_' or '-', starting with a letter; "
             "'latest' and 'v<number>' are reserved by MLflow (e.g. 'production', 'staging')"
         )
+
+
+def _territory_codes(codes: str | Iterable[str]) -> tuple[str, ...]:
+    """Sorted, unique upper-case territory codes from ``"eu, GB,kr"`` or ``["EU", "GB"]``.
+
+    Raises ``ValueError`` naming any code that is not two letters (ISO 3166-1 alpha-2, or ``EU``).
+    """
+    items = codes.split(",") if isinstance(codes, str) else [p for c in codes for p in str(c).split(",")]
+    found = {item.strip().upper() for item in items if item.strip()}
+    bad = sorted(code for code in found if not _TERRITORY_RE.match(code))
+    if bad:
+        raise ValueError(
+            f"excluded territories {bad} are not territory codes: use two-letter ISO 3166-1 codes such as "
+            "GB, KR, US, or EU for the European Union, separated by commas (e.g. 'EU,GB,KR')"
+        )
+    return tuple(sorted(found))
 
 
 def _ranges(numbers: list[int]) -> str:
@@ -318,8 +376,10 @@ def _decode_files_tags(tags: Mapping[str, str], what: str) -> dict[str, dict[str
             "registered by adrender. Register the folder again with `adrender models register`."
         ) from exc
     if not isinstance(entries, dict) or not all(isinstance(entry, dict) for entry in entries.values()):
-        raise CorruptCheckpoint(f"{what} has file tags that are not a mapping of path to {{sha256, size}}; "
-                                "register the folder again")
+        raise CorruptCheckpoint(
+            f"{what} has file tags that are not a mapping of path to {{sha256, size}}; "
+            "register the folder again"
+        )
     bad = [rel for rel in entries if not _safe_relpath(rel)]
     if bad:
         raise CorruptCheckpoint(f"{what} lists unsafe file paths {bad}; register the folder again")
@@ -379,11 +439,15 @@ class Registry:
     @property
     def _client(self) -> MlflowClient:
         if self._client_obj is None:
+            log.info("contacting model registry %s", self.tracking_uri)
+            if self._sqlite_path is not None:
+                _check_sqlite(self.tracking_uri, self._sqlite_path)
+            elif self.tracking_uri.startswith(("http://", "https://")):
+                for name, value in HTTP_DEFAULTS.items():
+                    os.environ.setdefault(name, value)
+                _probe_http(self.tracking_uri)
             from mlflow.tracking import MlflowClient
 
-            if self._sqlite_path is not None:
-                # sqlite creates the file but not its folder.
-                self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             # Explicit URIs: never touch MLflow's process-global tracking URI.
             with self._mlflow_errors("open the tracking store"):
                 self._client_obj = MlflowClient(
@@ -461,29 +525,38 @@ class Registry:
         preset: str,
         *,
         source: str = "",
-        aliases: list[str] | tuple[str, ...] = (),
+        aliases: Sequence[str] = (),
+        excluded_territories: Sequence[str] = (),
+        validate: Callable[[Path, str], None] | None = None,
     ) -> ResolvedModel:
         """Upload ``folder`` as a new version of registered model ``name`` and return it, READY.
 
-        Every regular file under ``folder`` is hashed, logged as an artifact of a run in the
+        The files are first checked against ``preset`` by ``validate`` (default :func:`check_checkpoint`:
+        the preset exists and the files fit it; :class:`PresetMismatch` otherwise, naming the preset they
+        fit). Every regular file under ``folder`` is then hashed, logged as an artifact of a run in the
         ``adrender-models`` experiment, and recorded in the version's tags with ``preset`` (a
-        ``model_core`` preset name) and ``source`` (where the files came from). ``aliases`` are then
-        pointed at the new version.
+        ``model_core`` preset name), ``source`` (where the files came from) and ``excluded_territories``
+        (codes such as ``["EU", "GB", "KR"]`` or ``"EU,GB,KR"``). ``aliases`` are then pointed at the
+        new version.
         """
         _check_name(name)
         for alias in aliases:
             _check_alias(alias)
+        territories = _territory_codes(excluded_territories)
         if not preset or not isinstance(preset, str):
-            raise ValueError(f"preset must be a model_core preset name such as 'tiny', got {preset!r}")
+            raise ValueError(f"preset must be a model_core preset name such as 'hunyuan-vae', got {preset!r}")
         folder = Path(folder)
         if not folder.is_dir():
             raise RegistryError(f"cannot register {name!r}: {folder} is not a folder of checkpoint files")
         entries = _scan_folder(folder)
         if not entries:
             raise RegistryError(f"cannot register {name!r}: {folder} holds no files")
+        (validate or check_checkpoint)(folder, preset)
         total = sum(int(e["size"]) for e in entries.values())
         source = source or str(folder.resolve())
         tags = {TAG_PRESET: preset, TAG_TOTAL_BYTES: str(total), TAG_SOURCE: source[:TAG_VALUE_LIMIT]}
+        if territories:
+            tags[TAG_EXCLUDED_TERRITORIES] = ",".join(territories)
         tags.update(_encode_files_tags(entries))
 
         client = self._client
@@ -527,6 +600,7 @@ class Registry:
             total_bytes=total,
             source=source,
             sizes={rel: int(e["size"]) for rel, e in entries.items()},
+            excluded_territories=territories,
         )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
@@ -570,18 +644,34 @@ class Registry:
             total_bytes=int(tags.get(TAG_TOTAL_BYTES, sum(int(e["size"]) for e in entries.values()))),
             source=tags.get(TAG_SOURCE, ""),
             sizes={rel: int(e["size"]) for rel, e in entries.items()},
+            excluded_territories=tuple(
+                sorted(
+                    {
+                        t.strip().upper()
+                        for t in tags.get(TAG_EXCLUDED_TERRITORIES, "").split(",")
+                        if t.strip()
+                    }
+                )
+            ),
         )
 
-    def fetch(self, resolved: ResolvedModel, *, full_verify: bool = False) -> Path:
+    def fetch(self, resolved: ResolvedModel, *, full_verify: bool = False, quick: bool = False) -> Path:
         """Return ``<cache>/<name>/<version>/`` holding the verified files of ``resolved``.
 
-        A cached entry is checked cheaply (marker present and matching, every file of the right size);
-        ``full_verify`` (or a missing marker) re-hashes every file. A corrupted entry is logged and
-        downloaded again. Downloads go to a temporary folder beside the entry, are verified, and are
-        renamed into place, all under a file lock, so concurrent fetches of one version download once
-        and never expose a partial folder.
+        A cached entry is verified before it is returned. Its marker records, per file, the (size, mtime,
+        ctime, inode) seen when the file was last hashed; a file whose values are unchanged is not hashed
+        again (a pod reusing a 26 GB checkpoint does not re-read it), any other file is (an in-place
+        change, even one keeping the size, moves the mtime and ctime). ``full_verify`` hashes every
+        file regardless; ``quick`` only compares sizes, and misses a same-size corruption. A corrupted
+        entry is logged and downloaded again. Downloads go to a temporary folder beside the entry, are
+        verified, and are renamed into place, all under a file lock, so concurrent fetches of one version
+        download once and never expose a partial folder.
         """
         from filelock import FileLock, Timeout
+
+        if full_verify and quick:
+            raise ValueError("fetch: full_verify and quick exclude each other")
+        mode = "full" if full_verify else "size" if quick else "changed"
 
         _check_name(resolved.name)
         model_dir = self.cache_dir / resolved.name
@@ -601,7 +691,7 @@ class Registry:
                 for stale in model_dir.glob(f".{resolved.version}.{kind}-*"):
                     shutil.rmtree(stale, ignore_errors=True)
             if dest.exists():
-                problem = _cache_problem(dest, resolved, full=full_verify)
+                problem = _cache_problem(dest, resolved, mode=mode)
                 if problem is None:
                     return dest
                 log.warning(
@@ -720,12 +810,159 @@ class Registry:
                     f"{resolved} downloaded from {uri} does not match its registered digests: {problem}. "
                     "The stored artifacts are damaged; register the original folder again."
                 )
-            marker = {"name": resolved.name, "version": resolved.version, "files": dict(resolved.files)}
-            (local / MARKER_NAME).write_text(json.dumps(marker, sort_keys=True, indent=1))
+            _write_marker(local, resolved, _stat_records(local, resolved))
             os.replace(local, dest)
             log.info("fetched %s into %s (%d bytes)", resolved, dest, resolved.total_bytes)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# does a folder fit a preset?
+
+
+def check_checkpoint(folder: str | Path, preset: str) -> None:
+    """Raise :class:`PresetMismatch` unless the files in ``folder`` fit ``model_core`` preset ``preset``.
+
+    The preset must exist (``model_core.configs.MODEL_PRESETS``). DiT and VAE presets: the checkpoint file
+    (the names ``model_core.checkpoints.resolve_checkpoint_file`` looks for, or an ``*_fp8`` file) must hold
+    exactly the preset's keys and shapes; safetensors headers and memory-mapped torch files are read, not
+    the weights. Encoder presets: ``config.json`` must carry one of the preset's ``model_type`` values.
+    The message names the preset the files fit best. Imports model_core (and torch) on first use.
+    """
+    from model_core.configs import MODEL_PRESETS, DiTConfig, EncoderPreset, VAEConfig
+
+    folder = Path(folder)
+    config = MODEL_PRESETS.get(preset)
+    if config is None:
+        raise PresetMismatch(
+            f"unknown preset {preset!r}{_fit_hint(folder)}; known presets: {', '.join(sorted(MODEL_PRESETS))}"
+        )
+    if isinstance(config, EncoderPreset):
+        model_type = _model_type(folder)
+        if model_type in config.model_types:
+            return
+        found = f"model_type {model_type!r}" if model_type else "no config.json with a model_type"
+        raise PresetMismatch(
+            f"{folder} does not fit encoder preset {preset!r}: it has {found}, the preset needs one of "
+            f"{list(config.model_types)}{_fit_hint(folder)}"
+        )
+    found_shapes = _checkpoint_shapes(folder)
+    if found_shapes is None:
+        raise PresetMismatch(
+            f"{folder} holds no checkpoint file for preset {preset!r}: expected mp_rank_00_model_states.pt, "
+            "an *_fp8.pt file, pytorch_model.pt or a *.safetensors file"
+        )
+    _, shapes = found_shapes
+    assert isinstance(config, (DiTConfig, VAEConfig))
+    expected = _expected_shapes(preset)
+    if isinstance(config, VAEConfig):
+        shapes = _strip_vae_prefix(shapes)
+    from model_core.checkpoints import diff_keys
+
+    diff = diff_keys(shapes, expected)
+    if diff.ok:
+        return
+    raise PresetMismatch(f"{folder} does not fit preset {preset!r}{_fit_hint(folder)}\n{diff.describe()}")
+
+
+def _fit_hint(folder: Path) -> str:
+    """``; the files fit preset ...`` for the preset(s) the files in ``folder`` fit best."""
+    from model_core.configs import ENCODER_PRESETS
+
+    model_type = _model_type(folder)
+    encoders = [name for name, p in ENCODER_PRESETS.items() if model_type in p.model_types]
+    if encoders:
+        names = " or ".join(repr(name) for name in encoders)
+        return f"; the files fit preset {names} (config.json model_type {model_type!r})"
+    fits = _best_fit(folder)
+    if fits is None:
+        return "; no known preset fits the files"
+    name, score = fits
+    return f"; the files fit preset {name!r} best ({score:.0%} of keys with matching shapes): register them as {name!r}"
+
+
+def _model_type(folder: Path) -> str | None:
+    try:
+        value = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _checkpoint_shapes(folder: Path) -> tuple[Path, dict[str, tuple[int, ...]]] | None:
+    """The checkpoint file in ``folder`` and its ``{key: shape}``, read without loading the weights."""
+    from model_core.checkpoints import CheckpointError, read_state_dict, resolve_checkpoint_file
+
+    try:
+        file = resolve_checkpoint_file(folder)
+    except CheckpointError:
+        fp8 = sorted(p for p in folder.glob("*_fp8.*") if p.suffix in (".pt", ".safetensors"))
+        safetensors = sorted(folder.glob("*.safetensors"))
+        candidates = fp8 or safetensors
+        if len(candidates) != 1:
+            return None
+        file = candidates[0]
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as f:
+                return file, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        # zip-format torch files are memory-mapped: the shapes come without reading the tensors
+        return file, {k: tuple(v.shape) for k, v in read_state_dict(file).items()}
+    except (CheckpointError, OSError, RuntimeError) as exc:
+        raise PresetMismatch(f"{file} is not a readable checkpoint: {_short(exc)}") from exc
+
+
+def _strip_vae_prefix(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """HunyuanCustom stores the VAE under ``vae.``; the loader strips it, and so does the check."""
+    if any(k.startswith("vae.") for k in shapes):
+        return {k[len("vae.") :]: v for k, v in shapes.items() if k.startswith("vae.")}
+    return dict(shapes)
+
+
+@functools.cache
+def _expected_shapes(preset: str) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` of a DiT or VAE preset, built on the meta device (no memory)."""
+    import torch
+
+    from model_core.configs import MODEL_PRESETS, DiTConfig, VAEConfig
+
+    config = MODEL_PRESETS[preset]
+    with torch.device("meta"):
+        if isinstance(config, DiTConfig):
+            from model_core.dit import HunyuanDiT
+
+            model: torch.nn.Module = HunyuanDiT(config)
+        else:
+            from model_core.vae import CausalVAE3D
+
+            assert isinstance(config, VAEConfig), preset
+            model = CausalVAE3D(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _best_fit(folder: Path) -> tuple[str, float] | None:
+    """The DiT or VAE preset the weights in ``folder`` fit best and the share of keys with matching shapes."""
+    from model_core.configs import PRESETS, VAE_PRESETS
+
+    try:
+        found = _checkpoint_shapes(folder)
+    except PresetMismatch:
+        return None
+    if found is None:
+        return None
+    shapes = found[1]
+    best: tuple[str, float] | None = None
+    for name in [*PRESETS, *VAE_PRESETS]:
+        have = _strip_vae_prefix(shapes) if name in VAE_PRESETS else shapes
+        expected = _expected_shapes(name)
+        same = sum(1 for k, shape in have.items() if expected.get(k) == shape)
+        score = same / len(expected.keys() | have.keys())
+        if same and (best is None or score > best[1]):
+            best = (name, score)
+    return best
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -756,22 +993,74 @@ def _verify_files(folder: Path, resolved: ResolvedModel, *, full: bool, exact: b
     return None
 
 
-def _cache_problem(dest: Path, resolved: ResolvedModel, *, full: bool) -> str | None:
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _stat_records(folder: Path, resolved: ResolvedModel) -> dict[str, list[int]]:
+    """(size, mtime_ns, ctime_ns, inode) of every file of ``resolved`` in ``folder``, taken after hashing."""
+    return {rel: _stat_key(folder / rel) for rel in sorted(resolved.files)}
+
+
+def _write_marker(folder: Path, resolved: ResolvedModel, stats: Mapping[str, list[int]]) -> None:
+    marker = {
+        "name": resolved.name,
+        "version": resolved.version,
+        "files": dict(resolved.files),
+        "stat": dict(stats),
+        "stat_taken_ns": time.time_ns(),
+    }
+    tmp = folder / f".{MARKER_NAME}.tmp"
+    tmp.write_text(json.dumps(marker, sort_keys=True, indent=1))
+    os.replace(tmp, folder / MARKER_NAME)
+
+
+def _cache_problem(dest: Path, resolved: ResolvedModel, *, mode: str) -> str | None:
+    """What is wrong with the cached entry ``dest`` (None: nothing), checked per ``mode``.
+
+    ``full`` hashes every file, ``size`` compares sizes only, ``changed`` hashes the files whose
+    (size, mtime, ctime, inode) differ from the marker's record, or were recorded within
+    :data:`RACY_MTIME_NS` of their last change. The record is refreshed for every file hashed.
+    """
     marker_path = dest / MARKER_NAME
     try:
         marker = json.loads(marker_path.read_text())
     except (OSError, ValueError):
         marker = None
-    if marker is None:
-        full = True  # not written by a completed fetch: trust nothing
+    if not isinstance(marker, dict):
+        marker = None
+        mode = "full"  # not written by a completed fetch: trust nothing
     elif marker.get("files") != dict(resolved.files):
         # e.g. a model deleted and registered again reuses version numbers
         return "its marker lists other digests than the registry"
-    problem = _verify_files(dest, resolved, full=full, exact=False)
-    if problem is None and marker is None:
-        marker = {"name": resolved.name, "version": resolved.version, "files": dict(resolved.files)}
-        marker_path.write_text(json.dumps(marker, sort_keys=True, indent=1))
-    return problem
+    recorded = marker.get("stat") if marker is not None else None
+    recorded = recorded if isinstance(recorded, dict) else {}
+    taken_ns = marker.get("stat_taken_ns", 0) if marker is not None else 0
+    stats: dict[str, list[int]] = {}
+    hashed = False
+    for rel, digest in sorted(resolved.files.items()):
+        path = dest / rel
+        if not path.is_file():
+            return f"{rel} is missing"
+        now = _stat_key(path)
+        expected_size = resolved.sizes.get(rel)
+        if expected_size is not None and now[0] != expected_size:
+            return f"{rel} has {now[0]} bytes, expected {expected_size}"
+        unchanged = (
+            recorded.get(rel) == now and isinstance(taken_ns, int) and now[1] + RACY_MTIME_NS < taken_ns
+        )
+        if mode == "full" or (mode == "changed" and not unchanged):
+            actual = _sha256(path)
+            if actual != digest:
+                return f"{rel} has sha256 {actual[:12]}..., expected {digest[:12]}..."
+            stats[rel] = _stat_key(path)
+            hashed = True
+        elif rel in recorded:
+            stats[rel] = list(recorded[rel])
+    if hashed:
+        _write_marker(dest, resolved, stats)
+    return None
 
 
 def _remove_tree(path: Path) -> None:
@@ -788,6 +1077,80 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(unquote(uri[len("sqlite:///") :].split("?", 1)[0]))
 
 
+def _unavailable(uri: str, problem: str, fix: str) -> RegistryUnavailable:
+    return RegistryUnavailable(f"cannot use the model registry at {uri}: {problem}. {fix}")
+
+
+def _check_sqlite(uri: str, path: Path) -> None:
+    """Fail at once, naming the fix, where MLflow would retry for minutes or end in a traceback."""
+    if str(path) in ("", ":memory:"):
+        return
+    fix = (
+        "Fix the path in MLFLOW_TRACKING_URI (sqlite:///relative.db or sqlite:////absolute.db), or unset it "
+        f"for the embedded default {DEFAULT_TRACKING_URI}"
+    )
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
+    except OSError as exc:
+        raise _unavailable(
+            uri, f"its folder {folder} does not exist and cannot be created ({exc.strerror})", fix
+        ) from exc
+    if not folder.is_dir():
+        raise _unavailable(uri, f"{folder} is not a folder", fix)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise _unavailable(
+            uri,
+            f"its folder {folder} is not writable ({exc.strerror}); sqlite writes its journal beside the database",
+            "Give this user write access to the folder, or " + fix[0].lower() + fix[1:],
+        ) from None
+    if path.is_dir():
+        raise _unavailable(uri, f"{path} is a folder, not a database file", fix)
+    if not path.exists():
+        return
+    try:
+        with path.open("r+b") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise _unavailable(
+            uri, f"the database file {path} cannot be opened for writing ({exc.strerror})", fix
+        ) from None
+    if header and header != SQLITE_HEADER:
+        raise _unavailable(
+            uri,
+            f"{path} is not an SQLite database (it starts with {header[:16]!r})",
+            "Point MLFLOW_TRACKING_URI at the registry's database, or move the file away to start an empty one",
+        )
+
+
+def _probe_http(uri: str) -> None:
+    """Check that an MLflow server answers at ``uri``; any HTTP answer below 500 will do (auth is MLflow's)."""
+    import requests
+
+    problem = ""
+    for attempt in range(PROBE_TRIES):
+        if attempt:
+            time.sleep(1.0)
+        try:
+            with requests.get(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S, stream=True) as answer:
+                if answer.status_code < 500:
+                    return
+                problem = f"it answered HTTP {answer.status_code}"
+        except requests.Timeout:
+            problem = f"no answer within {PROBE_TIMEOUT_S[0]:.0f} s to connect / {PROBE_TIMEOUT_S[1]:.0f} s to reply"
+        except requests.RequestException as exc:
+            problem = f"cannot connect ({_short(exc, 200)})"
+    raise _unavailable(
+        uri,
+        f"the MLflow tracking server is unreachable after {PROBE_TRIES} tries: {problem}",
+        "Start the server (or check the network path to it), or point MLFLOW_TRACKING_URI at a running one "
+        f"(unset, it is the embedded default {DEFAULT_TRACKING_URI})",
+    )
+
+
 def _is_unreachable(exc: BaseException) -> bool:
     """True for connection refused/reset, timeouts, DNS failures, 5xx answers and unopenable databases."""
     import requests
@@ -801,7 +1164,14 @@ def _is_unreachable(exc: BaseException) -> bool:
         text = str(current)
         if re.search(r"API request to .* failed with (exception|timeout exception|error code 5\d\d)", text):
             return True
-        if "unable to open database file" in text:
+        if any(
+            needle in text
+            for needle in (
+                "unable to open database file",
+                "file is not a database",
+                "database disk image is malformed",
+            )
+        ):
             return True
         current = current.__cause__ or current.__context__
     return False

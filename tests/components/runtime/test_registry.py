@@ -8,18 +8,15 @@ import json
 import logging
 import multiprocessing
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from components.runtime import registry as registry_module
 from components.runtime.registry import (
     DEFAULT_CACHE_DIR,
     DEFAULT_TRACKING_URI,
@@ -29,14 +26,20 @@ from components.runtime.registry import (
     CorruptCheckpoint,
     ModelNotFound,
     ModelRef,
+    PresetMismatch,
     Registry,
     RegistryError,
     RegistryUnavailable,
     ResolvedModel,
     VersionNotFound,
 )
+from model_core.parallel.launch import free_port
+
+if TYPE_CHECKING:
+    from conftest import MlflowServer, S3Server  # tests/conftest.py
 
 MODEL = "tiny-dit"
+PRESET = "tiny-whisper"  # an encoder preset: the check reads only config.json's model_type
 
 # MLflow's own sqlalchemy models trigger this deprecation; nothing adrender can change.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
@@ -46,7 +49,7 @@ def write_checkpoint(folder: Path, seed: int) -> dict[str, bytes]:
     """Three small files in two levels, distinct per seed; returns {relative path: content}."""
     rng = __import__("random").Random(seed)
     contents = {
-        "config.json": json.dumps({"preset": "tiny", "seed": seed}).encode(),
+        "config.json": json.dumps({"model_type": "whisper", "seed": seed}).encode(),
         "transformer/weights.bin": bytes(rng.getrandbits(8) for _ in range(4096 + seed)),
         "vae.safetensors": bytes(rng.getrandbits(8) for _ in range(1024)),
     }
@@ -66,12 +69,6 @@ def read_tree(folder: Path) -> dict[str, bytes]:
         for p in folder.rglob("*")
         if p.is_file() and p.name != MARKER_NAME
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -120,19 +117,71 @@ def test_from_env_defaults_and_overrides(tmp_path: Path) -> None:
     assert custom.artifact_location is None  # the server decides
 
 
-def test_unreachable_server_raises_registry_unavailable_naming_the_uri(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_unreachable_server_fails_fast_naming_the_uri_and_the_fix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    # no MLFLOW_HTTP_* settings: MLflow's own defaults would retry for about four minutes
     uri = f"http://127.0.0.1:{free_port()}"  # bound then closed: nothing listens
     registry = Registry(uri, tmp_path / "cache")
     started = time.monotonic()
-    with pytest.raises(RegistryUnavailable) as info:
+    with (
+        caplog.at_level(logging.INFO, logger="components.runtime.registry"),
+        pytest.raises(RegistryUnavailable) as info,
+    ):
         registry.resolve(f"{MODEL}@production")
+    assert time.monotonic() - started < 30
     assert uri in str(info.value)
+    assert "MLFLOW_TRACKING_URI" in str(info.value) and "Start the server" in str(info.value)
+    assert f"contacting model registry {uri}" in caplog.messages
+
+
+def test_server_that_accepts_but_never_answers_fails_within_30_s(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as silent:  # the kernel accepts, nobody answers
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(RegistryUnavailable, match="no answer within") as info:
+            Registry(uri, tmp_path / "cache").list_models()
+        assert time.monotonic() - started < 30
+    assert uri in str(info.value)
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    if os.geteuid() == 0:
+        return Path("/proc")  # root ignores permission bits; nothing can be created in /proc
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("unwritable folder", "is not writable"),
+        ("folder is a file", "cannot be created"),
+        ("database is a folder", "is a folder, not a database file"),
+        ("garbage database", "is not an SQLite database"),
+    ],
+)
+def test_bad_sqlite_paths_fail_at_once_naming_the_fix(tmp_path: Path, case: str, needle: str) -> None:
+    if case == "unwritable folder":
+        db = _unwritable_folder(tmp_path) / "mlflow.db"
+    elif case == "folder is a file":
+        (tmp_path / "plain-file").write_text("x")
+        db = tmp_path / "plain-file" / "mlflow.db"
+    elif case == "database is a folder":
+        db = tmp_path / "mlflow.db"
+        db.mkdir()
+    else:
+        db = tmp_path / "mlflow.db"
+        db.write_bytes(b"this is no database" * 10)
+    uri = f"sqlite:///{db}"
+    started = time.monotonic()
+    with pytest.raises(RegistryUnavailable) as info:
+        Registry(uri, tmp_path / "cache").list_models()
+    assert time.monotonic() - started < 30
+    assert needle in str(info.value) and uri in str(info.value)
     assert "MLFLOW_TRACKING_URI" in str(info.value)
-    assert time.monotonic() - started < 20
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -157,8 +206,8 @@ def sqlite_setup(tmp_path_factory: pytest.TempPathFactory) -> SqliteSetup:
     registry = Registry(uri, root / "unused-cache")
     files_v1 = write_checkpoint(root / "ckpt-v1", seed=1)
     files_v2 = write_checkpoint(root / "ckpt-v2", seed=2)
-    v1 = registry.register(MODEL, root / "ckpt-v1", "tiny", source="test://v1", aliases=["production"])
-    v2 = registry.register(MODEL, root / "ckpt-v2", "tiny", source="test://v2", aliases=["staging"])
+    v1 = registry.register(MODEL, root / "ckpt-v1", PRESET, source="test://v1", aliases=["production"])
+    v2 = registry.register(MODEL, root / "ckpt-v2", PRESET, source="test://v2", aliases=["staging"])
     return SqliteSetup(uri, root, v1, v2, files_v1, files_v2)
 
 
@@ -171,7 +220,7 @@ def registry(sqlite_setup: SqliteSetup, tmp_path: Path) -> Registry:
 def test_register_records_preset_digests_sizes_and_source(sqlite_setup: SqliteSetup) -> None:
     v1, v2 = sqlite_setup.v1, sqlite_setup.v2
     assert (v1.name, v1.version, v2.version) == (MODEL, 1, 2)
-    assert v1.preset == "tiny"
+    assert v1.preset == PRESET
     assert v1.source == "test://v1"
     assert v1.files == {rel: sha(data) for rel, data in sqlite_setup.files_v1.items()}
     assert v1.sizes == {rel: len(data) for rel, data in sqlite_setup.files_v1.items()}
@@ -254,9 +303,14 @@ def test_corrupt_cache_entries_are_detected_and_downloaded_again(
     assert read_tree(path) == sqlite_setup.files_v1
     assert any("corrupt" in r.getMessage() and "weights.bin" in r.getMessage() for r in caplog.records)
 
-    # same size, one flipped byte: caught by a full verification
+    # same size, one flipped byte: caught by the default fetch (the file changed since it was hashed)
     data = bytearray(weights.read_bytes())
     data[10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert registry.fetch(sqlite_setup.v1) == path
+    assert read_tree(path) == sqlite_setup.files_v1
+
+    # and by a full verification
     weights.write_bytes(bytes(data))
     assert registry.fetch(sqlite_setup.v1, full_verify=True) == path
     assert read_tree(path) == sqlite_setup.files_v1
@@ -275,12 +329,53 @@ def test_corrupt_cache_entries_are_detected_and_downloaded_again(
     assert read_tree(registry.fetch(sqlite_setup.v1)) == sqlite_setup.files_v1
 
 
+def test_unchanged_cached_files_are_not_hashed_again_but_changed_ones_are(
+    registry: Registry, sqlite_setup: SqliteSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "RACY_MTIME_NS", 0)  # files just written count as settled
+    path = registry.fetch(sqlite_setup.v1)
+    hashed: list[str] = []
+    sha256 = registry_module._sha256
+
+    def counting(file: Path) -> str:
+        if file.is_relative_to(path):  # the cache check, not the verification of a new download
+            hashed.append(file.relative_to(path).as_posix())
+        return sha256(file)
+
+    monkeypatch.setattr(registry_module, "_sha256", counting)
+    assert registry.fetch(sqlite_setup.v1) == path
+    assert hashed == []  # size, mtime, ctime and inode as recorded: a 26 GB checkpoint is not re-read
+
+    # corrupted in place, same size, same inode, even with its old mtime put back: caught, downloaded again
+    weights = path / "transformer" / "weights.bin"
+    before = weights.stat()
+    with weights.open("r+b") as f:
+        f.seek(10)
+        f.write(bytes([weights.read_bytes()[10] ^ 0xFF]))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (weights.stat().st_size, weights.stat().st_ino) == (before.st_size, before.st_ino)
+    assert registry.fetch(sqlite_setup.v1) == path
+    assert hashed == ["transformer/weights.bin"]  # only the changed file was checked
+    assert read_tree(path) == sqlite_setup.files_v1  # downloaded again
+
+    # quick: sizes only, so a same-size corruption goes unnoticed (the CLI's --quick)
+    weights = path / "transformer" / "weights.bin"
+    data = bytearray(weights.read_bytes())
+    data[0] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert registry.fetch(sqlite_setup.v1, quick=True) == path
+    assert weights.read_bytes() == bytes(data)
+    assert read_tree(registry.fetch(sqlite_setup.v1)) == sqlite_setup.files_v1
+    with pytest.raises(ValueError, match="exclude each other"):
+        registry.fetch(sqlite_setup.v1, full_verify=True, quick=True)
+
+
 def test_damaged_stored_artifacts_raise_corrupt_checkpoint_and_leave_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "cache")
     write_checkpoint(tmp_path / "ckpt", seed=5)
-    resolved = registry.register("damaged", tmp_path / "ckpt", "tiny")
+    resolved = registry.register("damaged", tmp_path / "ckpt", PRESET)
     (stored,) = (tmp_path / "mlartifacts").rglob("checkpoint/vae.safetensors")
     data = bytearray(stored.read_bytes())
     data[0] ^= 0x01
@@ -291,14 +386,105 @@ def test_damaged_stored_artifacts_raise_corrupt_checkpoint_and_leave_nothing(
     assert [p.name for p in (registry.cache_dir / "damaged").iterdir()] == [".1.lock"]
 
 
+def test_excluded_territories_are_recorded_and_resolved(tmp_path: Path) -> None:
+    registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "cache")
+    write_checkpoint(tmp_path / "ckpt", seed=6)
+    registered = registry.register(
+        "licensed", tmp_path / "ckpt", PRESET, excluded_territories=["kr", "EU", " gb", "EU"]
+    )
+    assert registered.excluded_territories == ("EU", "GB", "KR")
+    resolved = registry.resolve("licensed/1")
+    assert resolved == registered and resolved.excluded_territories == ("EU", "GB", "KR")
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(registry.tracking_uri, registry.tracking_uri).get_model_version("licensed", "1").tags
+    assert tags["adrender.license.excluded_territories"] == "EU,GB,KR"
+    assert resolved.as_dict()["excluded_territories"] == ["EU", "GB", "KR"]
+    assert ResolvedModel.from_dict(json.loads(json.dumps(resolved.as_dict()))) == resolved
+
+    # a comma-separated string works too; no exclusions are the default, also for manifests written before
+    assert registry.register(
+        "licensed", tmp_path / "ckpt", PRESET, excluded_territories="US,eu"
+    ).excluded_territories == (
+        "EU",
+        "US",
+    )
+    unrestricted = registry.register("licensed", tmp_path / "ckpt", PRESET)
+    assert unrestricted.excluded_territories == () == registry.resolve("licensed/3").excluded_territories
+    old_manifest = {k: v for k, v in unrestricted.as_dict().items() if k != "excluded_territories"}
+    assert ResolvedModel.from_dict(old_manifest).excluded_territories == ()
+    with pytest.raises(ValueError, match=r"\['EUROPE'\] are not territory codes"):
+        registry.register("licensed", tmp_path / "ckpt", PRESET, excluded_territories=["GB", "Europe"])
+    assert registry.resolve("licensed/3") == unrestricted  # nothing registered
+
+
+def _tiny_dit(folder: Path, preset: str = "tiny-hunyuancustom-720p") -> Path:
+    import torch
+
+    from model_core.configs import PRESETS
+    from model_core.dit import HunyuanDiT
+
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save({"module": HunyuanDiT(PRESETS[preset]).state_dict()}, folder / "mp_rank_00_model_states.pt")
+    return folder
+
+
+def _tiny_vae(folder: Path) -> Path:
+    import torch
+
+    from model_core.vae import CausalVAE3D
+    from model_core.vae.config import VAE_PRESETS
+    from model_core.vae.loading import save_vae
+
+    torch.manual_seed(0)
+    return save_vae(CausalVAE3D(VAE_PRESETS["tiny-hunyuan-vae"]), folder)
+
+
+def test_register_checks_the_preset_and_that_the_files_fit_it(tmp_path: Path) -> None:
+    registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "cache")
+    dit = _tiny_dit(tmp_path / "dit")
+    vae = _tiny_vae(tmp_path / "vae")
+    whisper = tmp_path / "whisper"
+    write_checkpoint(whisper, seed=3)
+    assert registry.register("dit", dit, "tiny-hunyuancustom-720p", aliases=["production"]).version == 1
+    assert registry.register("vae", vae, "tiny-hunyuan-vae").version == 1
+
+    cases = [
+        (dit, "no-such-preset", "unknown preset 'no-such-preset'", "'tiny-hunyuancustom-720p' best"),
+        (dit, "tiny-hunyuan-vae", "does not fit preset 'tiny-hunyuan-vae'", "'tiny-hunyuancustom-720p' best"),
+        (dit, "tiny-hunyuancustom-audio-720p", "22 missing", "'tiny-hunyuancustom-720p' best"),
+        (
+            vae,
+            "tiny-hunyuancustom-720p",
+            "does not fit preset 'tiny-hunyuancustom-720p'",
+            "'tiny-hunyuan-vae' best",
+        ),
+        (whisper, "tiny-clip", "it has model_type 'whisper'", "'whisper-tiny' or 'tiny-whisper'"),
+    ]
+    for folder, preset, needle, fits in cases:
+        with pytest.raises(PresetMismatch) as info:
+            registry.register("dit", folder, preset, aliases=["production"])
+        assert needle in str(info.value), str(info.value)
+        assert f"the files fit preset {fits}" in str(info.value)
+    # nothing was uploaded and the alias did not move
+    assert registry.resolve("dit@production").version == 1
+    assert [info.versions for info in registry.list_models()] == [(1,), (1,)]
+    # the check can be replaced, e.g. for a format model_core does not read yet
+    seen: list[tuple[Path, str]] = []
+    registry.register("dit", dit, "custom", validate=lambda folder, preset: seen.append((folder, preset)))
+    assert seen == [(dit, "custom")]
+
+
 def test_many_files_split_the_digest_tag_and_resolve_back(tmp_path: Path) -> None:
     registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "cache")
     folder = tmp_path / "sharded"
     folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "whisper"}')
     for i in range(45):  # ~130 characters of JSON per file: more than one 5000-character tag value
         (folder / f"text_encoder/model-{i:05d}-of-00045.safetensors").parent.mkdir(exist_ok=True)
         (folder / f"text_encoder/model-{i:05d}-of-00045.safetensors").write_bytes(bytes([i]) * (i + 1))
-    registered = registry.register("sharded", folder, "tiny")
+    registered = registry.register("sharded", folder, PRESET)
     from mlflow.tracking import MlflowClient
 
     tags = MlflowClient(registry.tracking_uri, registry.tracking_uri).get_model_version("sharded", "1").tags
@@ -306,18 +492,18 @@ def test_many_files_split_the_digest_tag_and_resolve_back(tmp_path: Path) -> Non
     assert all(len(v) <= 5000 for v in tags.values())
     resolved = registry.resolve("sharded/1")
     assert resolved == registered
-    assert len(resolved.files) == 45
+    assert len(resolved.files) == 46
 
 
 def test_register_rejects_empty_folder_and_bad_names(tmp_path: Path) -> None:
     registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "cache")
     (tmp_path / "empty").mkdir()
     with pytest.raises(RegistryError, match="holds no files"):
-        registry.register("m", tmp_path / "empty", "tiny")
+        registry.register("m", tmp_path / "empty", PRESET)
     with pytest.raises(RegistryError, match="is not a folder"):
-        registry.register("m", tmp_path / "missing", "tiny")
+        registry.register("m", tmp_path / "missing", PRESET)
     with pytest.raises(ValueError, match="model name 'a/b' is invalid"):
-        registry.register("a/b", tmp_path / "empty", "tiny")
+        registry.register("a/b", tmp_path / "empty", PRESET)
 
 
 def test_fetch_waits_for_the_lock_and_names_it_on_timeout(sqlite_setup: SqliteSetup, tmp_path: Path) -> None:
@@ -398,89 +584,16 @@ def test_list_models_reports_versions_and_aliases(registry: Registry, sqlite_set
 # a real `mlflow server` with proxied artifacts on the S3 test server
 
 
-@dataclass(frozen=True)
-class MlflowServer:
-    url: str
-    bucket: str
-    log: Path
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(s3_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:  # type: ignore[no-untyped-def]
-    """``mlflow server`` on loopback: sqlite backend, ``--serve-artifacts`` into a fresh S3 bucket."""
-    from minio import Minio
-
-    root = tmp_path_factory.mktemp("mlflow-server")
-    bucket = s3_server.new_bucket_name()
-    Minio(
-        s3_server.endpoint,
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-        secure=False,
-        region=s3_server.region,
-    ).make_bucket(bucket)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    env.update(
-        AWS_ACCESS_KEY_ID=s3_server.access_key,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
-        AWS_DEFAULT_REGION=s3_server.region,
-        AWS_EC2_METADATA_DISABLED="true",
-        MLFLOW_S3_ENDPOINT_URL=s3_server.url,
-    )
-    log = root / "server.log"
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    # fmt: off
-    command = [
-        str(mlflow_bin), "server",
-        "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-        "--serve-artifacts", "--artifacts-destination", f"s3://{bucket}/",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]
-    # fmt: on
-    with log.open("wb") as out:
-        # own process group: the server forks workers and a job runner that SIGTERM alone would orphan
-        proc = subprocess.Popen(
-            command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        # ~10 s on an idle 2-core machine; far longer when the cores are shared with other test runs
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not become healthy; log:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield MlflowServer(url=url, bucket=bucket, log=log)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def test_server_register_alias_resolve_fetch_with_artifacts_in_s3(
-    mlflow_server: MlflowServer,
-    s3_server,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    mlflow_server: MlflowServer, s3_server: S3Server, tmp_path: Path
 ) -> None:
     from minio import Minio
 
     registry = Registry(mlflow_server.url, tmp_path / "cache")
     files_v1 = write_checkpoint(tmp_path / "v1", seed=11)
     files_v2 = write_checkpoint(tmp_path / "v2", seed=12)
-    v1 = registry.register("server-dit", tmp_path / "v1", "tiny", aliases=["production"])
-    v2 = registry.register("server-dit", tmp_path / "v2", "tiny")
+    v1 = registry.register("server-dit", tmp_path / "v1", PRESET, aliases=["production"])
+    v2 = registry.register("server-dit", tmp_path / "v2", PRESET)
     assert (v1.version, v2.version) == (1, 2)
     assert registry.resolve("server-dit@production") == v1
 
@@ -518,7 +631,7 @@ def test_server_register_alias_resolve_fetch_with_artifacts_in_s3(
 def test_server_errors_name_the_model_alias_and_versions(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     registry = Registry(mlflow_server.url, tmp_path / "cache")
     write_checkpoint(tmp_path / "ck", seed=21)
-    registry.register("server-errors", tmp_path / "ck", "tiny", aliases=["staging"])
+    registry.register("server-errors", tmp_path / "ck", PRESET, aliases=["staging"])
     with pytest.raises(ModelNotFound, match="model 'server-missing' is not registered"):
         registry.resolve("server-missing@production")
     with pytest.raises(AliasNotFound, match="has aliases staging; versions 1"):
