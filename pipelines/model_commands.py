@@ -1,15 +1,20 @@
 """`adrender models ...`: the model registry from the command line.
 
     adrender models register NAME FOLDER --preset PRESET [--alias production] [--source TEXT]
+                                    [--excluded-territories EU,GB,KR]
     adrender models alias NAME ALIAS VERSION
     adrender models list
     adrender models resolve REF              (REF = name@alias or name/version)
-    adrender models fetch REF [--verify]     (download into the local cache and print its folder)
+    adrender models fetch REF [--quick]      (download into the local cache, verify it, print its folder)
+
+`register` checks first that the preset exists and that the files fit it. `fetch` re-hashes every cached file
+(sha256) unless `--quick`, which only compares sizes.
     adrender models bootstrap-tiny [--alias production] [--force]   (random tiny models for the demo and tests)
 
 The registry is the one `MLFLOW_TRACKING_URI` names (default: a sqlite file under ./.adrender), the cache the one
 `ADRENDER_MODEL_CACHE` names; see `components.runtime.registry`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +29,30 @@ __all__ = ["add_models"]
 
 
 def _registry() -> Registry:
-    return Registry.from_env()
+    registry = Registry.from_env()
+    print(f"contacting model registry {registry.tracking_uri}", file=sys.stderr)
+    return registry
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
-    resolved = _registry().register(args.name, args.folder, args.preset, source=args.source or str(args.folder),
-                                    aliases=tuple(args.alias))
+    resolved = _registry().register(
+        args.name,
+        args.folder,
+        args.preset,
+        source=args.source or str(args.folder),
+        aliases=tuple(args.alias),
+        excluded_territories=args.excluded_territories,
+    )
     aliases = f" (aliases: {', '.join(args.alias)})" if args.alias else ""
-    print(f"registered {resolved}: preset {resolved.preset}, {len(resolved.files)} files, "
-          f"{resolved.total_bytes} bytes{aliases}")
+    excluded = (
+        f"; licence excludes {','.join(resolved.excluded_territories)}"
+        if resolved.excluded_territories
+        else ""
+    )
+    print(
+        f"registered {resolved}: preset {resolved.preset}, {len(resolved.files)} files, "
+        f"{resolved.total_bytes} bytes{aliases}{excluded}"
+    )
     return 0
 
 
@@ -62,7 +82,8 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
     registry = _registry()
-    folder = registry.fetch(registry.resolve(ModelRef.parse(args.ref)), full_verify=args.verify)
+    resolved = registry.resolve(ModelRef.parse(args.ref))
+    folder = registry.fetch(resolved, full_verify=not args.quick, quick=args.quick)
     print(folder)
     return 0
 
@@ -97,17 +118,31 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
 def add_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Declare `adrender models` and its subcommands."""
-    parser = subparsers.add_parser("models", help="register, alias, list, resolve and fetch checkpoints",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "models",
+        help="register, alias, list, resolve and fetch checkpoints",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="models_command", required=True, metavar="ACTION")
 
     register = sub.add_parser("register", help="upload a folder of checkpoint files as a new model version")
     register.add_argument("name", help="registered model name, e.g. hunyuancustom-dit")
     register.add_argument("folder", type=Path, help="folder of the official checkpoint files")
     register.add_argument("--preset", required=True, help="model_core preset the files load into")
-    register.add_argument("--alias", action="append", default=[], help="alias to point at the new version "
-                          "(repeatable), e.g. production")
+    register.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        help="alias to point at the new version (repeatable), e.g. production",
+    )
     register.add_argument("--source", default="", help="where the files came from (free text, kept as a tag)")
+    register.add_argument(
+        "--excluded-territories",
+        default="",
+        metavar="CODES",
+        help="territories the weights' licence excludes: two-letter codes separated by commas, e.g. EU,GB,KR",
+    )
     register.set_defaults(func=_guarded(_cmd_register))
 
     alias = sub.add_parser("alias", help="point an alias at a version")
@@ -119,13 +154,18 @@ def add_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     listing = sub.add_parser("list", help="registered models with their versions and aliases")
     listing.set_defaults(func=_guarded(_cmd_list))
 
-    resolve = sub.add_parser("resolve", help="print the version, preset and file digests a reference resolves to")
+    resolve = sub.add_parser(
+        "resolve", help="print the version, preset and file digests a reference resolves to"
+    )
     resolve.add_argument("ref", help="name@alias or name/version")
     resolve.set_defaults(func=_guarded(_cmd_resolve))
 
     fetch = sub.add_parser("fetch", help="download a version into the local cache and print its folder")
     fetch.add_argument("ref", help="name@alias or name/version")
-    fetch.add_argument("--verify", action="store_true", help="re-hash every cached file, not only sizes")
+    fetch.add_argument(
+        "--quick", action="store_true", help="only compare the cached files' sizes instead of their sha256"
+    )
+    fetch.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)  # the default now
     fetch.set_defaults(func=_guarded(_cmd_fetch))
 
     tiny = sub.add_parser(
