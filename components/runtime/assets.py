@@ -39,7 +39,7 @@ import os
 import re
 import tempfile
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -365,14 +365,20 @@ def _check_edit(checker: _Checker, index: int, job: Job) -> None:
                 )
 
 
-def check_assets(campaign: Campaign, settings: RuntimeSettings, cache_dir: Path) -> list[CampaignIssue]:
+def check_assets(
+    campaign: Campaign, settings: RuntimeSettings, cache_dir: Path, *, only: Collection[str] | None = None
+) -> list[CampaignIssue]:
     """Every problem of the media `campaign` references, as issues of its file (see the module docstring).
 
     `settings` gives the S3 endpoint and credentials for ``s3://`` assets, which are downloaded into
-    `cache_dir` once. An empty list means every asset can be rendered as the campaign asks.
+    `cache_dir` once. `only` limits the checks to the jobs with these ids. Issues with severity "error"
+    stop a render; "warning"s do not (an edit video longer than the job is trimmed). No errors means every
+    asset can be rendered as the campaign asks.
     """
     checker = _Checker(campaign, settings, Path(cache_dir))
     for i, job in enumerate(campaign.jobs):
+        if only is not None and job.id not in only:
+            continue
         for k, subject in enumerate(job.subjects):
             _check_image(checker, f"jobs[{i}].subjects[{k}].image", subject.image)
         if job.audio is not None:

@@ -243,3 +243,12 @@ def test_localize_file_uri(tmp_path: Path) -> None:
     assert localize(image.as_uri(), SETTINGS, tmp_path / "cache") == image
     with pytest.raises(AssetNotFound, match="no such file"):
         localize((tmp_path / "absent.png").as_uri(), SETTINGS, tmp_path / "cache")
+
+
+def test_only_some_jobs(tmp_path: Path) -> None:
+    write_png(tmp_path / "assets" / "woman.png", 96, 80)
+    file = campaign_file(tmp_path, [image_job(), image_job("assets/absent.png", "b")])
+    campaign = load_campaign(file)
+    assert check_assets(campaign, SETTINGS, tmp_path / "cache", only={"intro"}) == []
+    (issue,) = check_assets(campaign, SETTINGS, tmp_path / "cache", only={"b"})
+    assert issue.path == "jobs[1].subjects[0].image"
