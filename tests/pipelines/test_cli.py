@@ -30,7 +30,7 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     # the example's media are not shipped: --no-media checks the file alone
     assert main(["validate", "--no-media", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert out.strip() == f"OK {EXAMPLE}: 4 jobs, 7 render units"
+    assert out.strip() == f"OK {EXAMPLE}: 4 jobs, 9 render units"
 
 
 def test_validate_verbose_shows_resolved_values(capsys: pytest.CaptureFixture[str]) -> None:

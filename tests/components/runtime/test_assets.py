@@ -252,3 +252,15 @@ def test_only_some_jobs(tmp_path: Path) -> None:
     assert check_assets(campaign, SETTINGS, tmp_path / "cache", only={"intro"}) == []
     (issue,) = check_assets(campaign, SETTINGS, tmp_path / "cache", only={"b"})
     assert issue.path == "jobs[1].subjects[0].image"
+
+
+def test_the_example_renders_with_fitting_media(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "campaign.yaml"
+    file = tmp_path / "campaign.yaml"
+    shutil.copy(example, file)
+    for name in ("woman", "man", "bottle"):
+        write_png(tmp_path / "assets" / f"{name}.png", 96, 96)
+    write_wav(tmp_path / "assets" / "voiceover.wav", seconds=129 / 25 + 0.01)
+    write_mp4(tmp_path / "assets" / "shelf.mp4", 125)  # 72x128: the editing job's 720x1280 aspect
+    write_mp4(tmp_path / "assets" / "shelf_mask.mp4", 125)
+    assert check(file) == []

@@ -43,7 +43,8 @@ def test_example_loads_with_every_mode() -> None:
     assert campaign.id == "spring-shampoo"
     assert [j.mode for j in campaign.jobs] == [Mode.IMAGE, Mode.AUDIO, Mode.EDITING, Mode.T2V]
     units = campaign.render_units()
-    assert len(units) == sum(len(j.seeds) for j in campaign.jobs) == 7
+    assert len(units) == sum(len(j.seeds) * len(j.sizes) for j in campaign.jobs) == 9
+    assert campaign.territory == ["US", "CA"]
     assert len({u.unit_id for u in units}) == len(units)
     assert campaign.kfp_cron == "0 0 6 * * 1"  # KFP wants seconds first
     # relative asset paths resolve against the file's folder
