@@ -1,4 +1,4 @@
-# Set-up and entry points. `make demo` runs the main job on the embedded defaults; `make test` runs the tests.
+# Set-up and entry points. `make demo` runs the main job on the embedded defaults; `make test` runs the linters, then the tests.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -37,7 +37,8 @@ deps: apt $(VENV)/.deps-stamp
 demo: deps
 	$(BIN)/adrender validate examples/campaign.yaml
 
-test: deps
+# The tests run after the linters: ruff, the formatting check and mypy fail `make test` (and so CI) first.
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-slow: deps
@@ -45,6 +46,7 @@ test-slow: deps
 
 lint: deps
 	$(BIN)/ruff check model_core components pipelines tests benchmarks
+	$(BIN)/ruff format --check model_core components pipelines tests benchmarks
 	$(BIN)/mypy
 
 clean:
