@@ -1062,7 +1062,7 @@ class Campaign(_Strict):
     models: ModelRefs = ModelRefs()
     qc: QCProfile = QCProfile()
     output_prefix: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_-]*)*$")] = "renders"
-    jobs: Annotated[list[Job], Field(min_length=1, max_length=MAX_UNITS)]
+    jobs: Annotated[list[Job], Field(min_length=1)]  # at most MAX_UNITS render units, see _unique_ids
 
     _origin: _Origin = PrivateAttr(default_factory=_Origin)
 
