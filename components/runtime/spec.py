@@ -310,7 +310,7 @@ def _check_frames(value: int) -> int:
         upper = min(MAX_FRAMES, lower + 4)
         near = f"{lower}" if lower == upper else f"{lower} or {upper}"
         raise _problem(
-            f"got {value}; frames must be 4k+1 between {MIN_FRAMES} and {MAX_FRAMES} "
+            f"got {_show(value)}; frames must be 4k+1 between {MIN_FRAMES} and {MAX_FRAMES} "
             f"(the VAE packs 4 frames per latent frame after the first), e.g. {near}"
         )
     return value
@@ -383,12 +383,12 @@ def _uri_checker(kind: str, extensions: tuple[str, ...]) -> AfterValidator:
                 path_part = rest
             else:
                 raise _problem(
-                    f"URI scheme {scheme + '://'!r} is not supported; copy the {kind} to S3 and use s3://bucket/key, "
+                    f"URI scheme {_show(scheme + '://')} is not supported; copy the {kind} to S3 and use s3://bucket/key, "
                     "or use file:///abs/path or a relative path"
                 )
         elif value.startswith("/"):
             raise _problem(
-                f"absolute path {_show(value)}: write it as 'file://{value}' or make it relative to the file"
+                f"absolute path {_show(value)}: write it as {_show('file://' + value)} or make it relative to the file"
             )
         else:
             path_part = value

@@ -530,6 +530,8 @@ def test_huge_values_are_shortened_in_messages(tmp_path: Path) -> None:
     data = base()
     data["jobs"][0]["steps"] = list(range(100_000))
     data["jobs"][0]["id"] = "X" * 5000
+    data["jobs"][0]["subjects"][0]["image"] = "/" + "a" * 5000 + ".png"
+    data["jobs"][0]["frames"] = 10**200
     file = tmp_path / "c.yaml"
     file.write_text(yaml.safe_dump(data))
     with pytest.raises(CampaignError) as caught:
@@ -537,6 +539,8 @@ def test_huge_values_are_shortened_in_messages(tmp_path: Path) -> None:
     by_path = {i.path: i.message for i in caught.value.issues}
     assert by_path["jobs[0].steps"].startswith("got [0, 1, 2, 3, ...]; must be a whole number")
     assert len(by_path["jobs[0].id"]) < 300
+    assert by_path["jobs[0].subjects[0].image"].startswith("absolute path '/aaaa")
+    assert len(by_path["jobs[0].subjects[0].image"]) < 300 and len(by_path["jobs[0].frames"]) < 300
 
 
 def test_merge_key_needs_a_mapping(tmp_path: Path) -> None:
