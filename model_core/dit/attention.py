@@ -113,6 +113,21 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return out.transpose(1, 2)
 
 
+def _joined(img: Tensor, txt: Tensor, n_txt: int) -> Tensor:
+    """`torch.cat([img, txt[:, :n_txt]], dim=1)`; a view, no copy, where `txt` directly follows `img` in memory
+    (the single blocks pass the image and text parts of one joint tensor)."""
+    follows = (
+        img.stride() == txt.stride()
+        and img.dtype == txt.dtype
+        and img.device == txt.device
+        and img.untyped_storage().data_ptr() == txt.untyped_storage().data_ptr()
+        and txt.data_ptr() == img.data_ptr() + img.shape[1] * img.stride(1) * img.element_size()
+    )
+    if follows:
+        return img.as_strided((img.shape[0], img.shape[1] + n_txt, *img.shape[2:]), img.stride())
+    return torch.cat([img, txt[:, :n_txt]], dim=1)
+
+
 def _same_length_groups(txt_valid_len: Sequence[int]) -> list[tuple[int, list[int]]]:
     """Samples grouped by valid-text count, in order of first appearance: `[(n_vtxt, [b, ...]), ...]`."""
     groups: dict[int, list[int]] = {}
@@ -149,11 +164,25 @@ class SdpaJointAttention:
         batch, n_img = img_q.shape[:2]
         n_txt = txt_q.shape[1]
         n_vimg = n_img if img_valid_len is None else img_valid_len
+        groups = _same_length_groups(txt_valid_len)
+        if n_vimg == n_img and len(groups) == 1 and groups[0][0]:
+            # every sample has the same segments and no image padding: the image output is a view of the
+            # joint output, with no copy
+            n_vtxt = groups[0][0]
+            q, k, v = (
+                _joined(img, txt, n_vtxt) for img, txt in ((img_q, txt_q), (img_k, txt_k), (img_v, txt_v))
+            )
+            out = sdpa(q, k, v)
+            del q, k, v
+            if n_vtxt == n_txt:
+                return out[:, :n_img], out[:, n_img:]
+            pad = sdpa(txt_q[:, n_vtxt:], txt_k[:, n_vtxt:], txt_v[:, n_vtxt:])
+            return out[:, :n_img], torch.cat([out[:, n_img:], pad], dim=1)
         img_out = torch.empty_like(img_q)
         txt_out = torch.empty_like(txt_q)
         if n_vimg < n_img:  # padded image tokens: one segment, the same in every sample
             img_out[:, n_vimg:] = sdpa(img_q[:, n_vimg:], img_k[:, n_vimg:], img_v[:, n_vimg:])
-        for n_vtxt, samples in _same_length_groups(txt_valid_len):
+        for n_vtxt, samples in groups:
             rows: slice | Tensor = (
                 slice(None) if len(samples) == batch else torch.tensor(samples, device=img_q.device)
             )

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from model_core.dit.attention import JointAttention
-from model_core.dit.layers import MLP, Modulation, RMSNorm, layer_norm, modulate
+from model_core.dit.fp8 import FP8Linear
+from model_core.dit.layers import MLP, Modulation, ModulationOut, RMSNorm, layer_norm, modulate
 from model_core.dit.rope import apply_rope
 
 __all__ = ["DoubleStreamBlock", "FinalLayer", "SingleStreamBlock"]
@@ -61,23 +63,39 @@ class DoubleStreamBlock(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         img_mod1, img_mod2 = self.img_mod(vec)
         txt_mod1, txt_mod2 = self.txt_mod(vec)
-
-        # attention
-        img_x = modulate(layer_norm(img), img_mod1.shift, img_mod1.scale)
-        img_q, img_k, img_v = self._qkv(img_x, self.img_attn_qkv, self.img_attn_q_norm, self.img_attn_k_norm)
-        img_q, img_k = apply_rope(img_q, rope_cos, rope_sin), apply_rope(img_k, rope_cos, rope_sin)
-        txt_x = modulate(layer_norm(txt), txt_mod1.shift, txt_mod1.scale)
-        txt_q, txt_k, txt_v = self._qkv(txt_x, self.txt_attn_qkv, self.txt_attn_q_norm, self.txt_attn_k_norm)
-        img_attn, txt_attn = attention(
-            img_q, img_k, img_v, txt_q, txt_k, txt_v, txt_valid_len, img_valid_len=img_valid_len
+        img_attn, txt_attn = self._attention(
+            img, txt, img_mod1, txt_mod1, rope_cos, rope_sin, attention, txt_valid_len, img_valid_len
         )
 
         # residuals
         img = img + img_mod1.gate * self.img_attn_proj(img_attn.flatten(2))
-        img = img + img_mod2.gate * self.img_mlp(modulate(layer_norm(img), img_mod2.shift, img_mod2.scale))
         txt = txt + txt_mod1.gate * self.txt_attn_proj(txt_attn.flatten(2))
+        del img_attn, txt_attn  # peak memory: the MLPs below need room, not these
+        img = img + img_mod2.gate * self.img_mlp(modulate(layer_norm(img), img_mod2.shift, img_mod2.scale))
         txt = txt + txt_mod2.gate * self.txt_mlp(modulate(layer_norm(txt), txt_mod2.shift, txt_mod2.scale))
         return img, txt
+
+    def _attention(
+        self,
+        img: Tensor,
+        txt: Tensor,
+        img_mod: ModulationOut,
+        txt_mod: ModulationOut,
+        rope_cos: Tensor,
+        rope_sin: Tensor,
+        attention: JointAttention,
+        txt_valid_len: Sequence[int],
+        img_valid_len: int | None,
+    ) -> tuple[Tensor, Tensor]:
+        """Joint attention of the modulated streams. Its own function, so q/k/v die when it returns."""
+        img_x = modulate(layer_norm(img), img_mod.shift, img_mod.scale)
+        img_q, img_k, img_v = self._qkv(img_x, self.img_attn_qkv, self.img_attn_q_norm, self.img_attn_k_norm)
+        del img_x
+        img_q, img_k = apply_rope(img_q, rope_cos, rope_sin), apply_rope(img_k, rope_cos, rope_sin)
+        txt_x = modulate(layer_norm(txt), txt_mod.shift, txt_mod.scale)
+        txt_q, txt_k, txt_v = self._qkv(txt_x, self.txt_attn_qkv, self.txt_attn_q_norm, self.txt_attn_k_norm)
+        del txt_x
+        return attention(img_q, img_k, img_v, txt_q, txt_k, txt_v, txt_valid_len, img_valid_len=img_valid_len)
 
 
 class SingleStreamBlock(nn.Module):
@@ -110,16 +128,39 @@ class SingleStreamBlock(nn.Module):
         """`x [B, num_img + L_txt, C]`: image tokens first, then text."""
         (mod,) = self.modulation(vec)
         x_mod = modulate(layer_norm(x), mod.shift, mod.scale)
-        qkv, mlp = torch.split(self.linear1(x_mod), [3 * self.hidden_size, self.mlp_hidden], dim=-1)
+        # linear1 as two matmuls over its weight rows, mlp_in first: it is activated before q|k|v exist, so the
+        # halves never sit together in one [L, 3C + M] buffer next to the activation (peak memory)
+        rows = [3 * self.hidden_size, self.mlp_hidden]
+        mlp = self.mlp_act(_linear_rows(self.linear1, x_mod, rows, 1))
+        qkv = _linear_rows(self.linear1, x_mod, rows, 0)
+        del x_mod
+        attn = self._attention(qkv, num_img, rope_cos, rope_sin, attention, txt_valid_len, img_valid_len)
+        del qkv
+        attn_mlp = torch.cat([attn, mlp], dim=-1)
+        del attn, mlp
+        out = self.linear2(attn_mlp)
+        del attn_mlp
+        return x + mod.gate * out
+
+    def _attention(
+        self,
+        qkv: Tensor,
+        num_img: int,
+        rope_cos: Tensor,
+        rope_sin: Tensor,
+        attention: JointAttention,
+        txt_valid_len: Sequence[int],
+        img_valid_len: int | None,
+    ) -> Tensor:
+        """`[B, L, 3C]` q|k|v -> `[B, L, C]` joint attention. Its own function, so q/k/v die when it returns."""
         q, k, v = rearrange(qkv, "B L (K H D) -> K B L H D", K=3, H=self.num_heads)
         q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
-
-        # split the joint sequence: RoPE on the image part only
-        img_q = apply_rope(q[:, :num_img], rope_cos, rope_sin)
-        img_k = apply_rope(k[:, :num_img], rope_cos, rope_sin)
+        # RoPE on the image part only, written over the normed q/k (fresh tensors owned here)
+        q[:, :num_img] = apply_rope(q[:, :num_img], rope_cos, rope_sin)
+        k[:, :num_img] = apply_rope(k[:, :num_img], rope_cos, rope_sin)
         img_attn, txt_attn = attention(
-            img_q,
-            img_k,
+            q[:, :num_img],
+            k[:, :num_img],
             v[:, :num_img],
             q[:, num_img:],
             k[:, num_img:],
@@ -127,8 +168,23 @@ class SingleStreamBlock(nn.Module):
             txt_valid_len,
             img_valid_len=img_valid_len,
         )
-        attn = torch.cat([img_attn, txt_attn], dim=1).flatten(2)
-        return x + mod.gate * self.linear2(torch.cat([attn, self.mlp_act(mlp)], dim=-1))
+        return torch.cat([img_attn, txt_attn], dim=1).flatten(2)
+
+
+def _linear_rows(linear: nn.Module, x: Tensor, sizes: Sequence[int], index: int) -> Tensor:
+    """`torch.split(linear(x), sizes, dim=-1)[index]`, computed from that block of weight rows only (the same
+    sums per output). Takes an `nn.Linear` or an `FP8Linear` (rows dequantised as its forward does); any other
+    module runs whole and is split.
+    """
+    start = sum(sizes[:index])
+    rows = slice(start, start + sizes[index])
+    if isinstance(linear, nn.Linear):
+        return F.linear(x, linear.weight[rows], None if linear.bias is None else linear.bias[rows])
+    if isinstance(linear, FP8Linear):
+        scale = linear.fp8_scale.to(x.dtype)
+        weight = linear.weight[rows].to(x.dtype) * (scale[rows] if scale.ndim else scale)
+        return F.linear(x, weight, None if linear.bias is None else linear.bias[rows].to(x.dtype))
+    return torch.split(linear(x), list(sizes), dim=-1)[index]
 
 
 class FinalLayer(nn.Module):

@@ -61,4 +61,6 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     real, imag = xf.unflatten(-1, (-1, 2)).unbind(-1)
     rotated = torch.stack([-imag, real], dim=-1).flatten(-2)  # (x0, x1) -> (-x1, x0) per pair
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    return (xf * cos + rotated * sin).to(x.dtype)
+    # x * cos + rotated * sin, the same operations in place: two temporaries of x's size instead of four
+    out = rotated.mul_(sin)
+    return out.add_(xf * cos).to(x.dtype)

@@ -180,3 +180,48 @@ def test_forward_peak_memory_grows_linearly_with_the_tokens() -> None:
     # measured: fused 6.8 MB -> 27 MB (x4.0 for x4 tokens); the math kernel 44 MB -> 628 MB (x14)
     assert large["peak"] < scores / 4, (small, large, scores)
     assert large["peak"] < 6 * small["peak"], (small, large)
+
+
+def test_joined_parts_of_one_tensor_are_a_view_and_others_a_copy() -> None:
+    from model_core.dit.attention import _joined
+
+    qkv = torch.randn(2, 30, 3, 4, 8)[:, :, 0]  # strided, like the single blocks' q
+    view = _joined(qkv[:, :20], qkv[:, 20:], 7)
+    assert view.data_ptr() == qkv.data_ptr()
+    assert torch.equal(view, torch.cat([qkv[:, :20], qkv[:, 20:27]], dim=1))
+    apart = _joined(qkv[:, :20], qkv[:, 21:], 7)  # not adjacent: copied
+    assert apart.data_ptr() != qkv.data_ptr()
+    assert torch.equal(apart, torch.cat([qkv[:, :20], qkv[:, 21:28]], dim=1))
+
+
+def test_rope_in_place_equals_the_formula_bit_for_bit() -> None:
+    from model_core.dit.rope import apply_rope, rope_cos_sin, token_positions
+
+    cos, sin = rope_cos_sin(token_positions(3, 4, 5), (4, 6, 6), 256.0)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 60, 3, 16).to(dtype)
+        xf = x.float()
+        rotated = torch.stack([-xf[..., 1::2], xf[..., ::2]], dim=-1).flatten(-2)
+        expected = (xf * cos[None, :, None] + rotated * sin[None, :, None]).to(dtype)
+        assert torch.equal(apply_rope(x, cos, sin), expected)
+
+
+@pytest.mark.parametrize("fp8", ["none", "per-tensor", "per-row"])
+def test_single_block_linear1_in_row_blocks_equals_the_whole_linear(fp8: str) -> None:
+    from model_core.dit.blocks import _linear_rows
+    from model_core.dit.fp8 import FP8Linear, quantize_fp8
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 40)
+    if fp8 != "none":
+        weight, scale = quantize_fp8(linear.weight.detach())
+        if fp8 == "per-row":
+            scale = scale * (0.5 + torch.rand(40))
+        fp8_linear = FP8Linear(16, 40, scale)
+        fp8_linear.weight.data, fp8_linear.bias.data = weight, linear.bias.detach().clone()
+        linear = fp8_linear  # type: ignore[assignment]
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        whole = torch.split(linear(x), [24, 16], dim=-1)
+        for i in (0, 1):
+            torch.testing.assert_close(_linear_rows(linear, x, [24, 16], i), whole[i], rtol=1e-6, atol=1e-6)
