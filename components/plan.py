@@ -32,7 +32,14 @@ from components.runtime.manifest import (
     write_manifest,
 )
 from components.runtime.registry import RegistryError
-from components.runtime.spec import Campaign, CampaignError, CampaignIssue, Job, load_campaign
+from components.runtime.spec import (
+    SUPPORTED_SIZES,
+    Campaign,
+    CampaignError,
+    CampaignIssue,
+    Job,
+    load_campaign,
+)
 from components.runtime.step import StepContext
 from components.runtime.store import ObjectNotFound, payload_digest, validate_key
 
@@ -49,6 +56,8 @@ DEFAULT_UNITS_PER_SHARD = 16
 _REF_FORWARD_S = 1904.0 / 50
 _REF_TOKENS = 118_800
 _ATTN_SHARE = 0.87
+# the model roles the steps of this version load; the foley model is pinned once the foley step exists
+RENDER_ROLES = ("dit", "vae", "text_encoder", "text_encoder_2", "audio_encoder")
 
 
 class PlanError(ValueError):
@@ -103,7 +112,7 @@ def _asset_digest(uri: str) -> str:
 
 
 def _pin_models(ctx: StepContext, campaign: Campaign, jobs: Sequence[Job], file: str) -> dict[str, ModelPin]:
-    refs = sorted({ref for job in jobs for ref in campaign.models_for(job).values()})
+    refs = sorted({ref for job in jobs for ref in _roles(campaign, job).values()})
     print(f"plan: resolving {len(refs)} model reference(s) in {ctx.registry.tracking_uri}", file=sys.stderr)
     pins: dict[str, ModelPin] = {}
     problems: list[CampaignIssue] = []
@@ -122,15 +131,19 @@ def _pin_models(ctx: StepContext, campaign: Campaign, jobs: Sequence[Job], file:
             sizes=dict(r.sizes),
             total_bytes=r.total_bytes,
             source=r.source,
-            excluded_territories=tuple(getattr(r, "excluded_territories", ())),
+            excluded_territories=tuple(r.excluded_territories),
         )
     if problems:
         raise PlanError(str(CampaignError(problems)))
     return pins
 
 
+def _roles(campaign: Campaign, job: Job) -> dict[str, str]:
+    return {role: ref for role, ref in campaign.models_for(job).items() if role in RENDER_ROLES}
+
+
 def _unit_plan(campaign: Campaign, job: Job, unit: Any, pins: dict[str, ModelPin]) -> UnitPlan:
-    roles = campaign.models_for(job)
+    roles = _roles(campaign, job)
     models = {role: pins[ref].pinned for role, ref in roles.items()}
     options = job.sampling_options(unit.seed)
     from dataclasses import asdict
@@ -208,10 +221,15 @@ def run(ctx: StepContext, inputs: PlanInputs) -> tuple[str, PlanManifest]:
             from components.runtime.assets import check_assets
 
             issues = check_assets(campaign, ctx.settings, ctx.scratch("assets"), only={j.id for j in jobs})
-            if issues:
-                raise PlanError(str(CampaignError(issues)))
+            errors = [i for i in issues if i.severity == "error"]
+            if errors:
+                raise PlanError(str(CampaignError(errors)))
+            media_warnings = [str(i) for i in issues if i.severity != "error"]
+        else:
+            media_warnings = []
         pins = _pin_models(ctx, campaign, jobs, file)
         _check_territory(campaign, pins, file)
+        _check_sizes(campaign, jobs, pins, file)
 
         by_id = {j.id: j for j in jobs}
         units = [
@@ -282,7 +300,7 @@ def run(ctx: StepContext, inputs: PlanInputs) -> tuple[str, PlanManifest]:
             skipped=skipped,
             units_total=len(units),
             estimated_gpu_seconds=round(sum(estimate_gpu_seconds(u) for u in todo), 1),
-            warnings=[str(w) for w in getattr(campaign, "warnings", ())],
+            warnings=[str(w) for w in campaign.warnings] + media_warnings,
         )
         write_manifest(ctx.store, plan_key, manifest)
         log.info(
@@ -296,9 +314,40 @@ def run(ctx: StepContext, inputs: PlanInputs) -> tuple[str, PlanManifest]:
     return plan_key, manifest
 
 
+def _check_sizes(campaign: Campaign, jobs: Sequence[Job], pins: dict[str, ModelPin], file: str) -> None:
+    """A released DiT renders only the sizes it was trained at; the tiny test models render any."""
+    problems = []
+    for i, job in enumerate(campaign.jobs):
+        if job not in jobs:
+            continue
+        pin = pins[campaign.models_for(job)["dit"]]
+        if pin.preset.startswith("tiny-"):
+            continue
+        for size in job.sizes:
+            if (size.height, size.width) not in SUPPORTED_SIZES:
+                sizes = ", ".join(f"{h}x{w}" for h, w in SUPPORTED_SIZES)
+                problems.append(
+                    CampaignIssue(
+                        file,
+                        f"jobs[{i}].sizes",
+                        f"{size} is not a size {pin.pinned} ({pin.preset}) renders; use one of {sizes}",
+                    )
+                )
+    if problems:
+        raise PlanError(str(CampaignError(problems)))
+
+
 def _check_territory(campaign: Campaign, pins: dict[str, ModelPin], file: str) -> None:
-    territory = getattr(campaign, "territory", None)
-    if not territory:
+    """Reject a campaign whose markets a model's licence excludes (HunyuanCustom's: the EU, the UK, South Korea)."""
+    if not campaign.territory:
+        restricted = sorted(p.pinned for p in pins.values() if p.excluded_territories)
+        if restricted:
+            log.warning(
+                "%s sets no territory, and the licences of %s exclude some markets; set territory: [...] so "
+                "that plan can check them",
+                file,
+                ", ".join(restricted),
+            )
         return
     from components.runtime.territory import overlap
 
@@ -306,7 +355,7 @@ def _check_territory(campaign: Campaign, pins: dict[str, ModelPin], file: str) -
     for ref, pin in sorted(pins.items()):
         if not pin.excluded_territories:
             continue
-        hit = overlap(territory, pin.excluded_territories)
+        hit = overlap(campaign.territory, pin.excluded_territories)
         if hit:
             problems.append(
                 CampaignIssue(

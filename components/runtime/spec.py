@@ -125,8 +125,9 @@ __all__ = [
 SAFE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$"
 _SAFE_ID = re.compile(SAFE_ID_PATTERN)
 
-# HUNYUAN_FACTS.md §1.8 (HunyuanVideo 540p and 720p, height x width) and §2.6 (HunyuanCustom's 1-GPU
-# 512x896, plus its vertical twin for 9:16 ads).
+# The sizes the released checkpoints render (height x width): HunyuanVideo's 540p and 720p table
+# (Tencent/HunyuanVideo README) and HunyuanCustom's 1-GPU 512x896, plus its vertical twin for 9:16 ads.
+MIN_SIDE, MAX_SIDE = 32, 1280
 SUPPORTED_SIZES: tuple[tuple[int, int], ...] = (
     (544, 960),
     (960, 544),
@@ -542,8 +543,12 @@ class Size(_Strict):
             raise _problem(
                 f"{self.height}x{self.width}: height and width must be multiples of 16; " + _sizes_hint()
             )
-        if (self.height, self.width) not in SUPPORTED_SIZES:
-            raise _problem(f"{self.height}x{self.width} is not a size the models support; " + _sizes_hint())
+        if not MIN_SIDE <= min(self.height, self.width) or max(self.height, self.width) > MAX_SIDE:
+            raise _problem(
+                f"{self.height}x{self.width}: each side must be {MIN_SIDE} to {MAX_SIDE} pixels; " + _sizes_hint()
+            )
+        # a size the released checkpoints were not trained at is a warning here (`Campaign.warnings`) and an
+        # error in `plan` for a released model: the tiny test models of the demo render any size
         return self
 
     def __str__(self) -> str:
@@ -1199,6 +1204,13 @@ def _warnings_of(campaign: Campaign, data: Mapping[str, Any], file: str) -> tupl
                 "HunyuanCustom default)"
             )
             out.append((f"jobs[{i}].negative_prompt", message))
+        for size in job.sizes:
+            if (size.height, size.width) not in SUPPORTED_SIZES:
+                message = (
+                    f"{size} is not a size the released checkpoints render; only tiny test models (the demo) "
+                    f"render it, and plan rejects it for a released model: {_sizes_hint()}"
+                )
+                out.append((f"jobs[{i}].sizes", message))
     raw_territory = data.get("territory")
     for i, code in enumerate(raw_territory if isinstance(raw_territory, list) else []):
         text = code.strip().upper() if isinstance(code, str) else ""

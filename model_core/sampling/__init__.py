@@ -1,42 +1,66 @@
 """Flow-matching sampling: schedule, Euler step, guidance, DeepCache, step checkpoints and the sampling loop.
 
 `sample(model, conditioning, options, group=...)` is the entry point of the pipeline's sampling step.
+
+The names below load their module on first use (PEP 562), so that `model_core.sampling.options`, which the
+campaign spec reads, can be imported without torch.
 """
 
-from model_core.sampling.checkpoint import StepCheckpoint
-from model_core.sampling.conditioning import BranchInputs, Conditioning
-from model_core.sampling.deepcache import deepcache_cached_steps
-from model_core.sampling.denoiser import Denoiser, StepKind
-from model_core.sampling.guidance import (
-    cfg_combine,
-    embedded_guidance,
-    identity_cfg_combine,
-    identity_scale_at,
-)
-from model_core.sampling.noise import initial_noise
-from model_core.sampling.options import MODE_DEFAULTS, SamplingMode, SamplingOptions, default_options
-from model_core.sampling.sampler import sample, step_kinds
-from model_core.sampling.schedule import FlowMatchSchedule, euler_step, shift_sigmas
+from __future__ import annotations
 
-__all__ = [
-    "MODE_DEFAULTS",
-    "BranchInputs",
-    "Conditioning",
-    "Denoiser",
-    "FlowMatchSchedule",
-    "SamplingMode",
-    "SamplingOptions",
-    "StepCheckpoint",
-    "StepKind",
-    "cfg_combine",
-    "deepcache_cached_steps",
-    "default_options",
-    "embedded_guidance",
-    "euler_step",
-    "identity_cfg_combine",
-    "identity_scale_at",
-    "initial_noise",
-    "sample",
-    "shift_sigmas",
-    "step_kinds",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model_core.sampling.checkpoint import StepCheckpoint
+    from model_core.sampling.conditioning import BranchInputs, Conditioning
+    from model_core.sampling.deepcache import deepcache_cached_steps
+    from model_core.sampling.denoiser import Denoiser, StepKind
+    from model_core.sampling.guidance import (
+        cfg_combine,
+        embedded_guidance,
+        identity_cfg_combine,
+        identity_scale_at,
+    )
+    from model_core.sampling.noise import initial_noise
+    from model_core.sampling.options import MODE_DEFAULTS, SamplingMode, SamplingOptions, default_options
+    from model_core.sampling.sampler import sample, step_kinds
+    from model_core.sampling.schedule import FlowMatchSchedule, euler_step, shift_sigmas
+
+_EXPORTS: dict[str, str] = {
+    "MODE_DEFAULTS": "options",
+    "BranchInputs": "conditioning",
+    "Conditioning": "conditioning",
+    "Denoiser": "denoiser",
+    "FlowMatchSchedule": "schedule",
+    "SamplingMode": "options",
+    "SamplingOptions": "options",
+    "StepCheckpoint": "checkpoint",
+    "StepKind": "denoiser",
+    "cfg_combine": "guidance",
+    "deepcache_cached_steps": "deepcache",
+    "default_options": "options",
+    "embedded_guidance": "guidance",
+    "euler_step": "schedule",
+    "identity_cfg_combine": "guidance",
+    "identity_scale_at": "guidance",
+    "initial_noise": "noise",
+    "sample": "sampler",
+    "shift_sigmas": "schedule",
+    "step_kinds": "sampler",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
