@@ -50,7 +50,28 @@ _EXPORTS: dict[str, str] = {
     "step_kinds": "sampler",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BranchInputs",
+    "Conditioning",
+    "Denoiser",
+    "FlowMatchSchedule",
+    "MODE_DEFAULTS",
+    "SamplingMode",
+    "SamplingOptions",
+    "StepCheckpoint",
+    "StepKind",
+    "cfg_combine",
+    "deepcache_cached_steps",
+    "default_options",
+    "embedded_guidance",
+    "euler_step",
+    "identity_cfg_combine",
+    "identity_scale_at",
+    "initial_noise",
+    "sample",
+    "shift_sigmas",
+    "step_kinds",
+]
 
 
 def __getattr__(name: str) -> Any:

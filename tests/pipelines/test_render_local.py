@@ -102,7 +102,7 @@ def test_alias_moved_mid_run_keeps_the_pinned_version(
 
     campaign = write_campaign(tmp_path, demo_media, [ALL_MODES[3]])
     ctx = make_ctx()
-    plan_key, plan = plan_step.run(ctx, plan_step.PlanInputs(str(campaign), check_media=True))
+    _, plan = plan_step.run(ctx, plan_step.PlanInputs(str(campaign), check_media=True))
     assert plan.models["hunyuanvideo-t2v-dit@production"].version == 1
     (shard_ref,) = plan.shards
 
