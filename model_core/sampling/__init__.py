@@ -51,11 +51,11 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "MODE_DEFAULTS",
     "BranchInputs",
     "Conditioning",
     "Denoiser",
     "FlowMatchSchedule",
-    "MODE_DEFAULTS",
     "SamplingMode",
     "SamplingOptions",
     "StepCheckpoint",
