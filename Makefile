@@ -34,8 +34,12 @@ $(VENV)/.deps-stamp: pyproject.toml | $(BIN)/python
 
 deps: apt $(VENV)/.deps-stamp
 
+# The main job on the embedded defaults (a local-folder store and MLflow on sqlite under ./.adrender): the demo
+# media, the tiny random-weight models, then a real render of the demo campaign.
 demo: deps
-	$(BIN)/adrender validate examples/campaign.yaml
+	$(BIN)/python examples/demo/make_media.py
+	$(BIN)/adrender models bootstrap-tiny
+	$(BIN)/adrender render examples/demo/campaign.yaml
 
 # The tests run after the linters: ruff, the formatting check and mypy fail `make test` (and so CI) first.
 test: lint

@@ -181,8 +181,18 @@ def save_tensors(
     return full
 
 
+def _looks_like_safetensors(data: bytes) -> bool:
+    """An 8-byte little-endian header length that fits the file, then a JSON object."""
+    if len(data) < 9:
+        return False
+    (size,) = struct.unpack("<Q", data[:8])
+    return size <= _MAX_HEADER and 8 + size <= len(data) and data[8:9] == b"{"
+
+
 def _read_header(data: bytes, source: str) -> dict[str, Any]:
-    if data[:1] == b"\x80" or data[:4] == b"PK\x03\x04":
+    # a pickle starts with 0x80 and a torch.save zip with PK, but so may a safetensors header length
+    # (e.g. 128 + 256k bytes): only a file that is not safetensors-shaped is called a pickle
+    if (data[:1] == b"\x80" or data[:4] == b"PK\x03\x04") and not _looks_like_safetensors(data):
         raise TensorFormatError(
             f"{source} is a pickle / torch.save file; adrender never unpickles. Convert it once, where you "
             "trust it, with safetensors.torch.save_file(torch.load(path, weights_only=True), 'out.safetensors')"

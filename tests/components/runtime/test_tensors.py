@@ -152,3 +152,16 @@ def test_bad_inputs_name_the_problem() -> None:
         dump_tensors({"x": torch.ones(1)}, TensorMeta(step="s", meaning={"ghost": "?"}))
     with pytest.raises(TensorFormatError, match="expected torch.Tensor"):
         dump_tensors({"x": [1, 2]}, TensorMeta(step="s"))  # type: ignore[dict-item]
+
+
+def test_a_header_length_whose_first_byte_is_0x80_is_not_taken_for_a_pickle() -> None:
+    # a header of 128 + 256k bytes starts the file with 0x80, the pickle protocol marker
+    meta = TensorMeta(step="test", extra={"pad": ""})
+    for pad in range(0, 400):
+        meta = TensorMeta(step="test", extra={"pad": "x" * pad})
+        data = dump_tensors({"x": torch.zeros(2)}, meta)
+        if data[:1] == b"\x80":
+            break
+    assert data[:1] == b"\x80"
+    tensors, back = load_tensors(data, name="mem")
+    assert torch.equal(tensors["x"], torch.zeros(2)) and back.extra == meta.extra
