@@ -174,7 +174,7 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
     cond = read_manifest(ctx.store, upstream["cond"], StepManifest)
     started = time.perf_counter()
     outputs: dict[str, UnitOutput] = {}
-    telemetry = ctx.telemetry(shard.campaign_id, STEP)
+    telemetry = ctx.telemetry(shard.campaign_id, STEP, shard.index)
     with telemetry:
         model = None
         for unit in shard.units:

@@ -273,6 +273,7 @@ def run(ctx: StepContext, inputs: PlanInputs) -> tuple[str, PlanManifest]:
                 shard = ShardManifest(
                     campaign_id=campaign.id,
                     shard_id=shard_id,
+                    index=len(shard_refs),
                     prefix=inputs.prefix,
                     output_prefix=campaign.output_prefix,
                     dit=dit,

@@ -52,7 +52,7 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
     sampled = read_manifest(ctx.store, upstream["latents"], StepManifest)
     started = time.perf_counter()
     outputs: dict[str, UnitOutput] = {}
-    with ctx.telemetry(shard.campaign_id, STEP) as telemetry:
+    with ctx.telemetry(shard.campaign_id, STEP, shard.index) as telemetry:
         for unit in shard.units:
             src = sampled.ok(unit.unit_id)
             if src is None:

@@ -153,6 +153,7 @@ class ShardManifest(_Model):
     kind: Literal["shard"] = "shard"
     campaign_id: str
     shard_id: str
+    index: int  # position in the plan's shard list (a bounded metric grouping label)
     prefix: str  # artifact prefix of the run
     output_prefix: str  # where deliverables are published
     dit: str  # pinned DiT name/version

@@ -108,9 +108,10 @@ class StepContext:
             rewrite_options=options,
         )
 
-    def telemetry(self, campaign: str, step: str) -> StepTelemetry:
-        """This step's metrics: pushed to the Pushgateway (if configured) when the ``with`` block ends."""
-        return StepTelemetry.from_settings(campaign, step, self.settings)
+    def telemetry(self, campaign: str, step: str, shard: int | None = None) -> StepTelemetry:
+        """This step's metrics: pushed to the Pushgateway (if configured) when the ``with`` block ends.
+        ``shard``: the shard's position in its plan, for steps that run once per shard."""
+        return StepTelemetry.from_settings(campaign, step, self.settings, shard=shard)
 
     def scratch(self, *parts: str) -> Path:
         """A local folder for temporary files of a step (under ``work_dir``)."""
@@ -282,7 +283,7 @@ def shard_step(
     shard = read_manifest(ctx.store, shard_key, ShardManifest)
     ups = {name: read_manifest(ctx.store, key, StepManifest) for name, key in sorted(upstream.items())}
     started = time.perf_counter()
-    with ctx.telemetry(shard.campaign_id, step) as telemetry:
+    with ctx.telemetry(shard.campaign_id, step, shard.index) as telemetry:
         units = work(shard, ups, telemetry)
     versions = sorted({u.models[r] for u in shard.units for r in model_roles if r in u.models})
     manifest = StepManifest(

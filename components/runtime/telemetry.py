@@ -26,7 +26,8 @@ Metrics (every series carries ``campaign`` and ``step``; labels are bounded, nev
 ``adrender_step_last_success_timestamp_seconds`` gauge  unix time the step last ended without error
 =========================================== ========== ==================================================
 
-Pushes use ``job="adrender"`` and the grouping key ``{campaign, step}`` with POST semantics
+Pushes use ``job="adrender"`` and the grouping key ``{campaign, step}`` (plus ``shard``, the shard's position in
+its plan, for the steps that run once per shard: sum over it in queries) with POST semantics
 (``pushadd``): a failed run replaces the same-named series but leaves the last-success stamp of the
 previous good run. Metrics never fail a render: with no gateway configured the first push logs once
 (INFO) and every push is a no-op; an unreachable gateway logs a warning and the step carries on.
@@ -122,6 +123,7 @@ class StepTelemetry:
         job: str = JOB,
         push_timeout: float = 5.0,
         metrics_port: int | None = None,
+        shard: int | None = None,
     ) -> None:
         for name, value in (("campaign", campaign), ("step", step)):
             if not _LABEL_VALUE.fullmatch(value):
@@ -130,6 +132,9 @@ class StepTelemetry:
                 )
         self.campaign = campaign
         self.step = step
+        # the position of the shard in its plan: parallel shards of one step push to their own groups instead
+        # of replacing each other's series; bounded by the shard count, and reused by the next run
+        self.shard = shard
         self.pushgateway = pushgateway or None
         self.job = job
         self.push_timeout = push_timeout
@@ -184,9 +189,13 @@ class StepTelemetry:
         self._server: MetricsServer | None = None
 
     @classmethod
-    def from_settings(cls, campaign: str, step: str, settings: RuntimeSettings) -> StepTelemetry:
+    def from_settings(
+        cls, campaign: str, step: str, settings: RuntimeSettings, *, shard: int | None = None
+    ) -> StepTelemetry:
         """Telemetry pushing to ``settings.pushgateway`` and serving on ``settings.metrics_port`` (if set)."""
-        return cls(campaign, step, pushgateway=settings.pushgateway, metrics_port=settings.metrics_port)
+        return cls(
+            campaign, step, pushgateway=settings.pushgateway, metrics_port=settings.metrics_port, shard=shard
+        )
 
     @property
     def _labels(self) -> dict[str, str]:
@@ -258,7 +267,7 @@ class StepTelemetry:
                 self.pushgateway,
                 job=self.job,
                 registry=self.registry,
-                grouping_key=self._labels,
+                grouping_key=self._labels if self.shard is None else {**self._labels, "shard": str(self.shard)},
                 timeout=self.push_timeout,
             )
         except Exception as exc:  # noqa: BLE001 - metrics must never fail a render
