@@ -17,7 +17,7 @@ from components.runtime.step import StepContext
 from components.runtime.tensors import get_tensors
 from pipelines.dag import STAGES
 from pipelines.local import RenderOptions, render, run_stage
-from tests.pipelines.conftest import ALL_MODES, SMALL, write_campaign
+from tests.campaigns import ALL_MODES, SMALL, write_campaign
 
 
 def _latents(ctx: StepContext, keys: dict[str, str], unit_id: str) -> torch.Tensor:

@@ -14,8 +14,8 @@ from components.runtime.settings import RuntimeSettings
 from components.runtime.step import StepContext
 from components.runtime.store import open_store
 from pipelines.local import RenderOptions, render
+from tests.campaigns import ALL_MODES, write_campaign
 from tests.conftest import MlflowServer, Monitoring, S3Server
-from tests.pipelines.conftest import ALL_MODES, write_campaign
 
 
 def test_campaign_through_s3_mlflow_server_and_pushgateway(

@@ -19,7 +19,7 @@ from components.runtime.step import StepContext
 from components.runtime.tensors import get_tensors
 from pipelines.dag import STAGES
 from pipelines.local import run_stage
-from tests.pipelines.conftest import write_campaign
+from tests.campaigns import write_campaign
 
 # three text-to-video units of 128x128 x 9 frames (3 x 16 x 16 latents), 24 steps, a checkpoint every 2
 JOB = {
