@@ -9,10 +9,17 @@ Memory:
   grows, so measure each method in a fresh process (:func:`run_in_subprocess`) or call
   :func:`reset_peak_rss` first.
 * CUDA: :func:`cuda_peak_bytes` after :func:`reset_cuda_peak`.
+* :func:`return_freed_memory` makes glibc give freed blocks back at once, so the resident set (and its peak)
+  follows the live tensors; call it before measuring peaks in-process.
+
+Contention: :class:`CpuMeter` reads ``/proc/stat`` and this process's CPU time around a measurement, so a run
+can say how much CPU other processes used meanwhile (:data:`CONTENDED_CORES` and more: contended).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
@@ -25,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import torch
 
@@ -33,7 +41,10 @@ BENCHMARKS_MD = REPO_ROOT / "docs" / "BENCHMARKS.md"
 
 __all__ = [
     "BENCHMARKS_MD",
+    "CONTENDED_CORES",
     "REPO_ROOT",
+    "CpuMeter",
+    "CpuUse",
     "Timing",
     "cuda_peak_bytes",
     "current_rss_bytes",
@@ -45,6 +56,7 @@ __all__ = [
     "read_benchmarks_section",
     "reset_cuda_peak",
     "reset_peak_rss",
+    "return_freed_memory",
     "run_in_subprocess",
     "synchronize",
     "time_fn",
@@ -132,6 +144,77 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+def return_freed_memory() -> bool:
+    """Make glibc return every freed block over 64 KiB to the kernel at once (``mallopt``).
+
+    By default glibc keeps freed memory in its heaps and raises its mmap threshold as large blocks come and
+    go, so the resident set stays high after a peak and a later, smaller peak is invisible. With a fixed
+    threshold and no trim slack the RSS follows torch's live tensors. Returns False where libc has no
+    ``mallopt`` (not glibc).
+    """
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 64 * 1024)) and bool(libc.mallopt(m_trim_threshold, 0))
+
+
+# Other processes using more than this many cores on average during a measurement make it contended.
+CONTENDED_CORES = 0.10
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU time during one measurement: the machine's busy time, this process's own, the hypervisor's steal."""
+
+    wall: float
+    own: float  # user + system seconds of this process (all its threads)
+    busy: float  # user + nice + system + irq + softirq seconds of every CPU, this process included
+    steal: float  # seconds the hypervisor ran something else on our virtual CPUs
+
+    @property
+    def others_cores(self) -> float:
+        """Average cores used by other processes (and stolen by the hypervisor) over the wall time."""
+        if self.wall <= 0:
+            return 0.0
+        return (max(0.0, self.busy - self.own) + self.steal) / self.wall
+
+    @property
+    def contended(self) -> bool:
+        """Whether others used more than :data:`CONTENDED_CORES` cores meanwhile."""
+        return self.others_cores > CONTENDED_CORES
+
+
+def _proc_stat_seconds() -> tuple[float, float]:
+    """(busy, steal) seconds of all CPUs since boot, from the first line of ``/proc/stat``."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+class CpuMeter:
+    """``with CpuMeter() as meter: ...`` then ``meter.use``: the :class:`CpuUse` of the block.
+
+    ``/proc/stat`` counts in clock ticks (10 ms), so measurements shorter than about a second read coarse.
+    """
+
+    use: CpuUse
+
+    def __enter__(self) -> Self:
+        self._busy, self._steal = _proc_stat_seconds()
+        self._own = time.process_time()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._start
+        own = time.process_time() - self._own
+        busy, steal = _proc_stat_seconds()
+        self.use = CpuUse(wall=wall, own=own, busy=busy - self._busy, steal=steal - self._steal)
 
 
 def reset_cuda_peak(device: torch.device) -> None:
