@@ -4,7 +4,12 @@ Modules (each documents its configuration and its error hierarchy at the top):
 
 - :mod:`~components.runtime.spec`: the campaign file, validated (``load_campaign``).
 - :mod:`~components.runtime.settings`: the environment variables of the store and telemetry.
-- :mod:`~components.runtime.store`: the artifact store, a local folder or S3 (``open_store``, ``content_key``).
+- :mod:`~components.runtime.store`: the artifact store, a local folder or S3 (``open_store``).
+- :mod:`~components.runtime.manifest`: the manifests steps hand each other and the key layout (``content_key``).
+- :mod:`~components.runtime.step`: the step contract (``StepContext``, the shared command line).
+- :mod:`~components.runtime.models`: pinned registry versions loaded into model_core objects.
+- :mod:`~components.runtime.assets`: referenced media, fetched and checked before GPU time.
+- :mod:`~components.runtime.territory`: ISO markets and the licences' excluded territories.
 - :mod:`~components.runtime.registry`: MLflow model registry and the verified checkpoint cache (``Registry``).
 - :mod:`~components.runtime.telemetry`: Prometheus metrics of a step (``StepTelemetry``).
 - :mod:`~components.runtime.media`: ffmpeg encode, mux, probe, loudness, black and frozen frames.
@@ -20,11 +25,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from components.runtime.manifest import PlanManifest, ShardManifest, StepManifest, content_key
     from components.runtime.media import MediaError, loudness, mux_audio, probe, write_video
     from components.runtime.registry import ModelRef, Registry, RegistryError, ResolvedModel
     from components.runtime.settings import RuntimeSettings, SettingsError
     from components.runtime.spec import Campaign, CampaignError, Job, load_campaign
-    from components.runtime.store import ObjectStore, StoreError, content_key, open_store
+    from components.runtime.step import StepContext
+    from components.runtime.store import ObjectStore, StoreError, open_store
     from components.runtime.telemetry import StepTelemetry
     from components.runtime.tensors import TensorFormatError, TensorMeta, get_tensors, put_tensors
 
@@ -45,7 +52,11 @@ _EXPORTS: dict[str, str] = {
     "StoreError": "store",
     "TensorFormatError": "tensors",
     "TensorMeta": "tensors",
-    "content_key": "store",
+    "content_key": "manifest",
+    "PlanManifest": "manifest",
+    "ShardManifest": "manifest",
+    "StepManifest": "manifest",
+    "StepContext": "step",
     "get_tensors": "tensors",
     "load_campaign": "spec",
     "loudness": "media",
@@ -63,11 +74,15 @@ __all__ = [
     "MediaError",
     "ModelRef",
     "ObjectStore",
+    "PlanManifest",
     "Registry",
     "RegistryError",
     "ResolvedModel",
     "RuntimeSettings",
     "SettingsError",
+    "ShardManifest",
+    "StepContext",
+    "StepManifest",
     "StepTelemetry",
     "StoreError",
     "TensorFormatError",

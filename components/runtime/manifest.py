@@ -169,6 +169,8 @@ class ShardManifest(_Model):
 
 
 class ShardRef(_Model):
+    """A shard as the plan lists it: where its manifest is and what it holds."""
+
     shard_id: str
     key: str
     units: int
@@ -177,6 +179,8 @@ class ShardRef(_Model):
 
 
 class SkippedUnit(_Model):
+    """A unit whose deliverable is already published with the same render digest."""
+
     unit_id: str
     deliverable: str  # the key of the already published mp4
 

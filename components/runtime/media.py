@@ -17,6 +17,7 @@ Detection thresholds suit 5-30 s spots (PIPELINE_FACTS.md §8): ffmpeg's default
 frozen stretches of 2 s, which is a tenth of a 20 s ad; a quarter second of black or half a second of
 frozen picture is already visible, so those are the defaults here.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -179,21 +180,34 @@ def _tail(log: str, lines: int = 8) -> str:
 
 
 def _looks_unreadable(log: str) -> bool:
-    return any(s in log for s in ("Invalid data found", "could not find codec parameters", "moov atom not found",
-                                  "Invalid argument", "does not contain any stream", "End of file"))
+    return any(
+        s in log
+        for s in (
+            "Invalid data found",
+            "could not find codec parameters",
+            "moov atom not found",
+            "Invalid argument",
+            "does not contain any stream",
+            "End of file",
+        )
+    )
 
 
 def _run(stream: Any, what: str, path: Path) -> str:
     """Run a compiled ffmpeg-python stream to completion; return its log (stderr)."""
     args = [_binary("ffmpeg"), *stream.get_args()]
     with tempfile.TemporaryFile(mode="w+b") as log_file:
-        proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file, check=False)
+        proc = subprocess.run(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file, check=False
+        )
         log_file.seek(0)
         log = log_file.read().decode("utf-8", "replace")
     if proc.returncode != 0:
         if _looks_unreadable(log):
-            raise NotMediaError(f"{path}: not a media file ffmpeg can read; check that it is the audio or video "
-                                f"you meant\n{_tail(log, 3)}")
+            raise NotMediaError(
+                f"{path}: not a media file ffmpeg can read; check that it is the audio or video "
+                f"you meant\n{_tail(log, 3)}"
+            )
         raise FFmpegFailed(f"{what} failed for {path} (ffmpeg exit {proc.returncode}):\n{_tail(log)}")
     return log
 
@@ -231,33 +245,46 @@ def probe(path: str | os.PathLike[str], *, count_frames: bool = False) -> MediaI
         data = ffmpeg.probe(str(path), cmd=shutil.which("ffprobe") or "ffprobe", **extra)
     except ffmpeg.Error as exc:
         log = (exc.stderr or b"").decode("utf-8", "replace")
-        raise NotMediaError(f"{path}: not a media file ffprobe can read; check that it is the audio or video you "
-                            f"meant\n{_tail(log, 3)}") from None
+        raise NotMediaError(
+            f"{path}: not a media file ffprobe can read; check that it is the audio or video you "
+            f"meant\n{_tail(log, 3)}"
+        ) from None
     fmt = data.get("format", {})
     streams: list[StreamInfo] = []
     for s in data.get("streams", []):
         kind = s.get("codec_type", "data")
-        streams.append(StreamInfo(
-            index=int(s.get("index", len(streams))), kind=kind, codec=s.get("codec_name", "unknown"),
-            duration=_float(s.get("duration")),
-            width=_int(s.get("width")) if kind == "video" else None,
-            height=_int(s.get("height")) if kind == "video" else None,
-            fps=_rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate")) if kind == "video" else None,
-            frame_count=_int(s.get("nb_read_frames") or s.get("nb_frames")) if kind == "video" else None,
-            pix_fmt=s.get("pix_fmt") if kind == "video" else None,
-            sample_rate=_int(s.get("sample_rate")) if kind == "audio" else None,
-            channels=_int(s.get("channels")) if kind == "audio" else None,
-        ))
+        streams.append(
+            StreamInfo(
+                index=int(s.get("index", len(streams))),
+                kind=kind,
+                codec=s.get("codec_name", "unknown"),
+                duration=_float(s.get("duration")),
+                width=_int(s.get("width")) if kind == "video" else None,
+                height=_int(s.get("height")) if kind == "video" else None,
+                fps=_rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate"))
+                if kind == "video"
+                else None,
+                frame_count=_int(s.get("nb_read_frames") or s.get("nb_frames")) if kind == "video" else None,
+                pix_fmt=s.get("pix_fmt") if kind == "video" else None,
+                sample_rate=_int(s.get("sample_rate")) if kind == "audio" else None,
+                channels=_int(s.get("channels")) if kind == "audio" else None,
+            )
+        )
     media = [s for s in streams if s.kind in ("video", "audio")]
     if not media:
         raise NotMediaError(f"{path}: holds no audio or video stream; check that it is the file you meant")
     video = next((s for s in streams if s.kind == "video"), None)
     duration = _float(fmt.get("duration")) or max((s.duration or 0.0 for s in media), default=0.0)
     return MediaInfo(
-        path=path, format_name=fmt.get("format_name", "unknown"), duration=duration,
-        size_bytes=_int(fmt.get("size")) or path.stat().st_size, streams=tuple(streams),
-        codec=video.codec if video else None, width=video.width if video else None,
-        height=video.height if video else None, fps=video.fps if video else None,
+        path=path,
+        format_name=fmt.get("format_name", "unknown"),
+        duration=duration,
+        size_bytes=_int(fmt.get("size")) or path.stat().st_size,
+        streams=tuple(streams),
+        codec=video.codec if video else None,
+        width=video.width if video else None,
+        height=video.height if video else None,
+        fps=video.fps if video else None,
         frame_count=video.frame_count if video else None,
     )
 
@@ -295,8 +322,9 @@ class VideoWriter:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -304,33 +332,53 @@ class VideoWriter:
 
     def _start(self, height: int, width: int) -> None:
         if height % 2 or width % 2:
-            raise ValueError(f"frame size {height}x{width} must be even for yuv420p; crop or pad by one pixel")
+            raise ValueError(
+                f"frame size {height}x{width} must be even for yuv420p; crop or pad by one pixel"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         stream = (
-            ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=self.fps)
-            .output(str(self._tmp), vcodec="libx264", pix_fmt="yuv420p", crf=self.crf, preset=self.preset,
-                    r=self.fps, movflags="+faststart", format="mp4")
+            ffmpeg.input(
+                "pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", framerate=self.fps
+            )
+            .output(
+                str(self._tmp),
+                vcodec="libx264",
+                pix_fmt="yuv420p",
+                crf=self.crf,
+                preset=self.preset,
+                r=self.fps,
+                movflags="+faststart",
+                format="mp4",
+            )
             .global_args("-hide_banner", "-loglevel", "error")
             .overwrite_output()
         )
         # kept open for the writer's lifetime and closed in _cleanup
         self._log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115
-        self._proc = subprocess.Popen([_binary("ffmpeg"), *stream.get_args()], stdin=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL, stderr=self._log)
+        self._proc = subprocess.Popen(
+            [_binary("ffmpeg"), *stream.get_args()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
         self._size = (height, width)
 
     def write(self, frame: np.ndarray) -> None:
         """Append one frame: uint8 RGB of shape [H, W, 3], the same size for every frame."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"frame must be uint8 [H, W, 3] RGB, got {frame.dtype} {tuple(frame.shape)}; "
-                             "convert with (x.clip(0, 1) * 255).round().astype(np.uint8)")
+            raise ValueError(
+                f"frame must be uint8 [H, W, 3] RGB, got {frame.dtype} {tuple(frame.shape)}; "
+                "convert with (x.clip(0, 1) * 255).round().astype(np.uint8)"
+            )
         if self._proc is None:
             self._start(frame.shape[0], frame.shape[1])
         size = self._size
         assert size is not None and self._proc is not None and self._proc.stdin is not None
         if frame.shape[:2] != size:
-            raise ValueError(f"frame {self.frames_written} is {frame.shape[0]}x{frame.shape[1]}, the video is "
-                             f"{size[0]}x{size[1]}; every frame must have the first frame's size")
+            raise ValueError(
+                f"frame {self.frames_written} is {frame.shape[0]}x{frame.shape[1]}, the video is "
+                f"{size[0]}x{size[1]}; every frame must have the first frame's size"
+            )
         try:
             self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
         except BrokenPipeError:
@@ -376,7 +424,9 @@ class VideoWriter:
         self._proc = None
 
 
-def write_video(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float, *, crf: int = 18) -> Path:
+def write_video(
+    path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float, *, crf: int = 18
+) -> Path:
     """Encode an iterable of uint8 RGB frames [H, W, 3] to an H.264 yuv420p mp4, streaming. Returns the path."""
     writer = VideoWriter(path, fps, crf=crf)
     with writer:
@@ -394,8 +444,11 @@ def read_video_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
     if info.width is None or info.height is None:
         raise MissingStreamError(f"{info.path}: has no video stream; pass a video file")
     frame_bytes = info.width * info.height * 3
-    stream = (ffmpeg.input(str(info.path)).output("pipe:", format="rawvideo", pix_fmt="rgb24", map="0:v:0")
-              .global_args("-hide_banner", "-loglevel", "error", "-nostdin"))
+    stream = (
+        ffmpeg.input(str(info.path))
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24", map="0:v:0")
+        .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
+    )
     with tempfile.TemporaryFile(mode="w+b") as log:
         proc = subprocess.Popen([_binary("ffmpeg"), *stream.get_args()], stdout=subprocess.PIPE, stderr=log)
         assert proc.stdout is not None
@@ -412,28 +465,50 @@ def read_video_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
             code = proc.wait()
         if code != 0:
             log.seek(0)
-            raise FFmpegFailed(f"decoding {info.path} failed (ffmpeg exit {code}):\n"
-                               f"{_tail(log.read().decode('utf-8', 'replace'))}")
+            raise FFmpegFailed(
+                f"decoding {info.path} failed (ffmpeg exit {code}):\n"
+                f"{_tail(log.read().decode('utf-8', 'replace'))}"
+            )
 
 
 # muxing -----------------------------------------------------------------------------------------------------
 
 
-def mux_audio(video: str | os.PathLike[str], audio: str | os.PathLike[str], out: str | os.PathLike[str], *,
-              bitrate: str = "192k") -> Path:
+def mux_audio(
+    video: str | os.PathLike[str],
+    audio: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    bitrate: str = "192k",
+) -> Path:
     """Put `audio` (e.g. a WAV) into `video` as AAC 48 kHz; the video stream is copied, the output ends with the
     shorter of the two. Written atomically like `VideoWriter`."""
     vinfo, ainfo = probe(video), probe(audio)
     if vinfo.video is None:
-        raise MissingStreamError(f"{vinfo.path}: has no video stream to mux audio into; pass the rendered mp4")
+        raise MissingStreamError(
+            f"{vinfo.path}: has no video stream to mux audio into; pass the rendered mp4"
+        )
     if ainfo.audio is None:
         raise MissingStreamError(f"{ainfo.path}: has no audio stream; pass a WAV or another audio file")
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial{os.getpid()}.mp4")
     v_in, a_in = ffmpeg.input(str(vinfo.path)), ffmpeg.input(str(ainfo.path))
-    stream = (ffmpeg.output(v_in["v:0"], a_in["a:0"], str(tmp), vcodec="copy", acodec="aac", ar=48000,
-                            audio_bitrate=bitrate, shortest=None, movflags="+faststart", format="mp4")
-              .global_args("-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output())
+    stream = (
+        ffmpeg.output(
+            v_in["v:0"],
+            a_in["a:0"],
+            str(tmp),
+            vcodec="copy",
+            acodec="aac",
+            ar=48000,
+            audio_bitrate=bitrate,
+            shortest=None,
+            movflags="+faststart",
+            format="mp4",
+        )
+        .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
+        .overwrite_output()
+    )
     try:
         _run(stream, "muxing audio", vinfo.path)
         os.replace(tmp, out)
@@ -452,11 +527,13 @@ def loudness(path: str | os.PathLike[str]) -> Loudness:
     info = probe(path)
     if info.audio is None:
         raise MissingStreamError(f"{info.path}: has no audio stream to measure; mux the soundtrack first")
-    stream = (ffmpeg.input(str(info.path)).output("-", format="null", map="0:a:0",
-                                                    af="ebur128=peak=true:framelog=verbose")
-              .global_args("-hide_banner", "-nostats", "-nostdin", "-loglevel", "info"))
+    stream = (
+        ffmpeg.input(str(info.path))
+        .output("-", format="null", map="0:a:0", af="ebur128=peak=true:framelog=verbose")
+        .global_args("-hide_banner", "-nostats", "-nostdin", "-loglevel", "info")
+    )
     log = _run(stream, "loudness measurement", info.path)
-    summary = log[log.rfind("Summary:"):] if "Summary:" in log else ""
+    summary = log[log.rfind("Summary:") :] if "Summary:" in log else ""
     integrated = re.search(rf"I:\s+{_NUMBER} LUFS", summary)
     lra = re.search(rf"LRA:\s+{_NUMBER} LU", summary)
     peak = re.search(rf"Peak:\s+{_NUMBER} dBFS", summary)
@@ -471,31 +548,44 @@ def _intervals(starts: list[float], ends: list[float], duration: float) -> list[
     return [Interval(round(s, 3), round(e, 3)) for s, e in zip(starts, ends)]
 
 
-def detect_black(path: str | os.PathLike[str], *, min_seconds: float = BLACK_MIN_SECONDS,
-                 pixel_threshold: float = BLACK_PIXEL_THRESHOLD,
-                 picture_ratio: float = BLACK_PICTURE_RATIO) -> list[Interval]:
+def detect_black(
+    path: str | os.PathLike[str],
+    *,
+    min_seconds: float = BLACK_MIN_SECONDS,
+    pixel_threshold: float = BLACK_PIXEL_THRESHOLD,
+    picture_ratio: float = BLACK_PICTURE_RATIO,
+) -> list[Interval]:
     """Stretches of black picture at least `min_seconds` long (ffmpeg blackdetect)."""
     info = probe(path)
     if info.video is None:
         raise MissingStreamError(f"{info.path}: has no video stream to check for black frames")
-    stream = (ffmpeg.input(str(info.path)).output(
-        "-", format="null", map="0:v:0",
-        vf=f"blackdetect=d={min_seconds}:pix_th={pixel_threshold}:pic_th={picture_ratio}")
-        .global_args("-hide_banner", "-nostats", "-nostdin", "-loglevel", "info"))
+    stream = (
+        ffmpeg.input(str(info.path))
+        .output(
+            "-",
+            format="null",
+            map="0:v:0",
+            vf=f"blackdetect=d={min_seconds}:pix_th={pixel_threshold}:pic_th={picture_ratio}",
+        )
+        .global_args("-hide_banner", "-nostats", "-nostdin", "-loglevel", "info")
+    )
     log = _run(stream, "black detection", info.path)
     found = re.findall(rf"black_start:\s*{_NUMBER}\s+black_end:\s*{_NUMBER}", log)
     return [Interval(round(float(s), 3), round(float(e), 3)) for s, e in found]
 
 
-def detect_frozen(path: str | os.PathLike[str], *, min_seconds: float = FREEZE_MIN_SECONDS,
-                  noise: float = FREEZE_NOISE) -> list[Interval]:
+def detect_frozen(
+    path: str | os.PathLike[str], *, min_seconds: float = FREEZE_MIN_SECONDS, noise: float = FREEZE_NOISE
+) -> list[Interval]:
     """Stretches where the picture does not change for at least `min_seconds` (ffmpeg freezedetect)."""
     info = probe(path)
     if info.video is None:
         raise MissingStreamError(f"{info.path}: has no video stream to check for frozen frames")
-    stream = (ffmpeg.input(str(info.path)).output("-", format="null", map="0:v:0",
-                                                    vf=f"freezedetect=n={noise}:d={min_seconds}")
-              .global_args("-hide_banner", "-nostats", "-nostdin", "-loglevel", "info"))
+    stream = (
+        ffmpeg.input(str(info.path))
+        .output("-", format="null", map="0:v:0", vf=f"freezedetect=n={noise}:d={min_seconds}")
+        .global_args("-hide_banner", "-nostats", "-nostdin", "-loglevel", "info")
+    )
     log = _run(stream, "freeze detection", info.path)
     starts = [float(x) for x in re.findall(rf"freeze_start:\s*{_NUMBER}", log)]
     ends = [float(x) for x in re.findall(rf"freeze_end:\s*{_NUMBER}", log)]

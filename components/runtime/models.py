@@ -60,12 +60,12 @@ def _cached(ctx: StepContext, role: str, pin: ModelPin, build: Any) -> Any:
         from transformers.utils import logging as hf_logging
 
         bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # one line per loaded model (below) instead of a bar per tensor group
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # one line per loaded model (below) instead of a bar per tensor group
         try:
             ctx.model_cache[key] = build(folder)
         finally:
             if bars:
-                hf_logging.enable_progress_bar()
+                hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
         log.info("loaded %s %s (%s) in %.1f s", role, pin.pinned, pin.preset, time.perf_counter() - started)
     return ctx.model_cache[key]
 

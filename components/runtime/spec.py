@@ -545,7 +545,8 @@ class Size(_Strict):
             )
         if not MIN_SIDE <= min(self.height, self.width) or max(self.height, self.width) > MAX_SIDE:
             raise _problem(
-                f"{self.height}x{self.width}: each side must be {MIN_SIDE} to {MAX_SIDE} pixels; " + _sizes_hint()
+                f"{self.height}x{self.width}: each side must be {MIN_SIDE} to {MAX_SIDE} pixels; "
+                + _sizes_hint()
             )
         # a size the released checkpoints were not trained at is a warning here (`Campaign.warnings`) and an
         # error in `plan` for a released model: the tiny test models of the demo render any size

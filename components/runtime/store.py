@@ -2,7 +2,7 @@
 
 Every step reads and writes its artifacts through :class:`ObjectStore`. Keys are relative, ``/``-separated
 paths such as ``renders/spring/job1-v0/vae_encode/3f2a9c0d1e4b5a67/latents.safetensors`` (see
-:func:`content_key`). Guarantees, on both backends:
+:func:`components.runtime.manifest.content_key`). Guarantees, on both backends:
 
 * **Atomic writes.** No partial object is ever visible under its final key. Locally the data goes to a
   temporary file in the same folder, is fsynced and moved into place with ``os.replace``. On S3 a single
@@ -80,7 +80,6 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "canonical_json",
-    "content_key",
     "open_store",
     "payload_digest",
     "validate_key",
@@ -251,25 +250,6 @@ def canonical_json(payload: Mapping[str, Any]) -> str:
 def payload_digest(payload: Mapping[str, Any]) -> str:
     """Full sha256 hex digest of :func:`canonical_json` of ``payload``."""
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
-
-
-def content_key(
-    prefix: str, campaign: str, unit: str, step: str, payload: Mapping[str, Any], name: str
-) -> str:
-    """Build ``<prefix>/<campaign>/<unit>/<step>/<hash>/<name>``.
-
-    ``hash`` is the first 16 hex characters of :func:`payload_digest` of ``payload``: the step's inputs
-    (their keys or digests), parameters and resolved model versions. Equal payloads give equal keys in
-    any process and Python version; any change in a value changes the key. ``prefix`` may hold several
-    segments; every part is checked with the key rules (raises :class:`InvalidKey`).
-    """
-    for label, part in (("campaign", campaign), ("unit", unit), ("step", step), ("name", name)):
-        if not isinstance(part, str) or "/" in part:
-            raise InvalidKey(f"{label} {part!r} must be a single key segment (no '/')")
-        _validate_segment(part, f"{label}={part}")
-    digest = payload_digest(payload)[:CONTENT_HASH_CHARS]
-    head = [prefix.strip("/")] if prefix and prefix.strip("/") else []
-    return validate_key("/".join([*head, campaign, unit, step, digest, name]))
 
 
 # the interface -----------------------------------------------------------------------------------------

@@ -267,7 +267,9 @@ class StepTelemetry:
                 self.pushgateway,
                 job=self.job,
                 registry=self.registry,
-                grouping_key=self._labels if self.shard is None else {**self._labels, "shard": str(self.shard)},
+                grouping_key=self._labels
+                if self.shard is None
+                else {**self._labels, "shard": str(self.shard)},
                 timeout=self.push_timeout,
             )
         except Exception as exc:  # noqa: BLE001 - metrics must never fail a render

@@ -10,7 +10,20 @@ import pytest
 
 from components import runtime
 
-MODULES = ("media", "registry", "settings", "spec", "store", "telemetry", "tensors")
+MODULES = (
+    "assets",
+    "manifest",
+    "media",
+    "models",
+    "registry",
+    "settings",
+    "spec",
+    "step",
+    "store",
+    "telemetry",
+    "tensors",
+    "territory",
+)
 
 
 def test_package_all_is_sorted_and_every_name_resolves_to_its_module() -> None:

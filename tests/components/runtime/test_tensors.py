@@ -157,7 +157,7 @@ def test_bad_inputs_name_the_problem() -> None:
 def test_a_header_length_whose_first_byte_is_0x80_is_not_taken_for_a_pickle() -> None:
     # a header of 128 + 256k bytes starts the file with 0x80, the pickle protocol marker
     meta = TensorMeta(step="test", extra={"pad": ""})
-    for pad in range(0, 400):
+    for pad in range(400):
         meta = TensorMeta(step="test", extra={"pad": "x" * pad})
         data = dump_tensors({"x": torch.zeros(2)}, meta)
         if data[:1] == b"\x80":
