@@ -102,7 +102,9 @@ def run_torchrun(
         ]  # fmt: skip
         for name, key in sorted(inputs.items()):
             cmd += ["--input", f"{name}={key}"]
-        proc = subprocess.run(cmd, check=False, env=_child_env(ctx, world_size), capture_output=True, text=True)
+        proc = subprocess.run(
+            cmd, check=False, env=_child_env(ctx, world_size), capture_output=True, text=True
+        )
         if proc.returncode != 0 or not out.exists():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
             raise RuntimeError(
@@ -245,7 +247,10 @@ def _plan_summary(plan: Any) -> str:
         f"estimated sampling time with the production 13B DiT: {plan.estimated_gpu_seconds / 3600:.2f} H100-hours "
         f"({plan.estimated_gpu_seconds:.0f} s)"
     )
-    lines += [f"warning: {w}" for w in plan.warnings]
+    shown = 10
+    lines += [f"warning: {w}" for w in plan.warnings[:shown]]
+    if len(plan.warnings) > shown:
+        lines.append(f"... and {len(plan.warnings) - shown} more warning(s), listed in the plan manifest")
     return "\n".join(lines)
 
 
