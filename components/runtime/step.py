@@ -36,7 +36,7 @@ from components.runtime.manifest import (
     short_digest,
     write_manifest,
 )
-from components.runtime.registry import DEFAULT_CACHE_DIR, DEFAULT_TRACKING_URI, Registry
+from components.runtime.registry import Registry
 from components.runtime.settings import RuntimeSettings
 from components.runtime.store import ObjectNotFound, ObjectStore, open_store, validate_key
 from components.runtime.telemetry import StepTelemetry
@@ -82,10 +82,7 @@ class StepContext:
         """Build everything from the environment (see README's configuration table)."""
         env = os.environ if env is None else env
         settings = RuntimeSettings.from_env(env)
-        registry = Registry(
-            env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
-            env.get("ADRENDER_MODEL_CACHE") or DEFAULT_CACHE_DIR,
-        )
+        registry = Registry.from_env(env)
         device = env.get("ADRENDER_DEVICE") or _default_device()
         work = Path(env.get("ADRENDER_WORK_DIR") or Path(".adrender") / "work")
         backend = env.get("ADRENDER_REWRITE_BACKEND") or "none"

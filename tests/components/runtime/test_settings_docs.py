@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.runtime.registry import Registry
-from components.runtime.settings import RuntimeSettings
+from components.runtime.step import StepContext
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -44,8 +43,8 @@ def _table() -> dict[str, tuple[str, str]]:
 def test_readme_lists_every_variable_the_code_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     env = RecordingEnv()
-    settings = RuntimeSettings.from_env(env)
-    registry = Registry.from_env(env)
+    ctx = StepContext.from_env(env)  # every variable a step reads, through the one place that reads them
+    settings, registry = ctx.settings, ctx.registry
     table = _table()
     # fallbacks (AWS_*) are read too; the README names them in the row of the variable they stand in for
     fallbacks = {name for name in env.asked if name.startswith("AWS_")}
@@ -66,6 +65,9 @@ def test_readme_lists_every_variable_the_code_reads(tmp_path: Path, monkeypatch:
     for name in ("ADRENDER_S3_ACCESS_KEY", "ADRENDER_PUSHGATEWAY", "ADRENDER_METRICS_PORT"):
         assert default(name) == "unset"
     assert (settings.s3_access_key, settings.pushgateway, settings.metrics_port) == (None, None, None)
+    assert table["ADRENDER_DEVICE"][1] == "`cuda` when a GPU is visible, else `cpu`" and ctx.device == "cpu"
+    assert Path(default("ADRENDER_WORK_DIR")) == ctx.work_dir
+    assert default("ADRENDER_REWRITE_BACKEND") == ctx.rewrite_backend == "none"
 
 
 def test_readme_keeps_the_two_setup_commands() -> None:
@@ -73,7 +75,9 @@ def test_readme_keeps_the_two_setup_commands() -> None:
     assert "make demo" in text and "make test" in text
     makefile = (README.parent / "Makefile").read_text()
     assert re.search(
-        r"^demo: .*\n\t\$\(BIN\)/adrender validate examples/campaign\.yaml$", makefile, re.MULTILINE
+        r"^demo: .*\n(\t.*\n)*\t\$\(BIN\)/adrender render examples/demo/campaign\.yaml$",
+        makefile,
+        re.MULTILINE,
     )
     assert re.search(r"^test: .*\n\t\$\(BIN\)/python -m pytest", makefile, re.MULTILINE)
     assert "make test" in (README.parent / ".ci" / "run").read_text()
