@@ -45,6 +45,7 @@ __all__ = [
     "FFmpegNotFound",
     "Interval",
     "Loudness",
+    "LoudnessCurve",
     "MediaError",
     "MediaFileNotFound",
     "MediaInfo",
@@ -55,6 +56,7 @@ __all__ = [
     "detect_black",
     "detect_frozen",
     "loudness",
+    "loudness_curve",
     "mux_audio",
     "probe",
     "read_video_frames",
@@ -108,6 +110,9 @@ class StreamInfo:
     pix_fmt: str | None = None
     sample_rate: int | None = None
     channels: int | None = None
+    profile: str | None = None  # codec profile as ffprobe names it ("High", "LC", ...)
+    channel_layout: str | None = None  # "mono", "stereo", "5.1", ... (audio)
+    frame_rate: str | None = None  # the exact rate as a fraction ("25/1", "30000/1001") (video)
 
 
 @dataclass(frozen=True)
@@ -268,6 +273,9 @@ def probe(path: str | os.PathLike[str], *, count_frames: bool = False) -> MediaI
                 pix_fmt=s.get("pix_fmt") if kind == "video" else None,
                 sample_rate=_int(s.get("sample_rate")) if kind == "audio" else None,
                 channels=_int(s.get("channels")) if kind == "audio" else None,
+                profile=s.get("profile") or None,
+                channel_layout=s.get("channel_layout") or None if kind == "audio" else None,
+                frame_rate=(s.get("avg_frame_rate") or s.get("r_frame_rate")) if kind == "video" else None,
             )
         )
     media = [s for s in streams if s.kind in ("video", "audio")]
@@ -540,6 +548,44 @@ def loudness(path: str | os.PathLike[str]) -> Loudness:
     if not (integrated and lra and peak):
         raise FFmpegFailed(f"loudness of {info.path}: no EBU R128 summary in ffmpeg's output:\n{_tail(log)}")
     return Loudness(float(integrated[1]), float(peak[1]), float(lra[1]))
+
+
+@dataclass(frozen=True)
+class LoudnessCurve:
+    """EBU R128 loudness over time (10 values a second): momentary (400 ms) and short-term (3 s) windows, LUFS.
+
+    Values start at -120 LUFS or below while a window is still filling or silent."""
+
+    times: tuple[float, ...]  # seconds from the start of the stream
+    momentary_lufs: tuple[float, ...]
+    short_term_lufs: tuple[float, ...]
+
+    @property
+    def max_short_term_lufs(self) -> float:
+        """The loudest 3 s window (EBU R128 s1 limits it for short-form content); -inf for an empty curve."""
+        return max(self.short_term_lufs, default=float("-inf"))
+
+
+_FRAME_LINE = re.compile(rf"t:\s*{_NUMBER}\s+TARGET:.*?M:\s*{_NUMBER}\s+S:\s*{_NUMBER}")
+
+
+def loudness_curve(path: str | os.PathLike[str]) -> LoudnessCurve:
+    """Momentary and short-term loudness of the first audio stream every 100 ms (ffmpeg ebur128 frame log)."""
+    info = probe(path)
+    if info.audio is None:
+        raise MissingStreamError(f"{info.path}: has no audio stream to measure; mux the soundtrack first")
+    stream = (
+        ffmpeg.input(str(info.path))
+        .output("-", format="null", map="0:a:0", af="ebur128=framelog=verbose")
+        .global_args("-hide_banner", "-nostats", "-nostdin", "-loglevel", "verbose")
+    )
+    log = _run(stream, "loudness curve", info.path)
+    rows = [(float(t), float(m), float(st)) for t, m, st in _FRAME_LINE.findall(log)]
+    return LoudnessCurve(
+        times=tuple(r[0] for r in rows),
+        momentary_lufs=tuple(r[1] for r in rows),
+        short_term_lufs=tuple(r[2] for r in rows),
+    )
 
 
 def _intervals(starts: list[float], ends: list[float], duration: float) -> list[Interval]:

@@ -12,6 +12,7 @@ from components import runtime
 
 MODULES = (
     "assets",
+    "delivery",
     "manifest",
     "media",
     "models",
