@@ -66,7 +66,7 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class PlanInputs:
-    """campaign: path or file URI of the campaign file. prefix: artifact key prefix of the run.
+    """campaign: path, file URI or s3:// URI of the campaign file. prefix: artifact key prefix of the run.
     only: job ids to render (empty: all). units_per_shard: the most units one sampling pod renders.
     checkpoint_every: sampling steps between step checkpoints. check_media: open every referenced file."""
 
@@ -97,6 +97,24 @@ def _local_path(uri: str) -> Path | None:
     if "://" not in uri:
         return Path(uri)
     return None
+
+
+def _campaign_file(ctx: StepContext, uri: str) -> tuple[Path, str | None]:
+    """The local path of the campaign file and, for an ``s3://`` campaign (downloaded into the step's scratch
+    folder), its URI: relative asset paths in it name objects beside it."""
+    path = _local_path(uri)
+    if path is not None:
+        return path, None
+    if not uri.startswith("s3://"):
+        raise PlanError(
+            f"{uri}: campaigns are read from a local path, a file:// URI or an s3://bucket/key URI"
+        )
+    from components.runtime.assets import AssetError, localize
+
+    try:
+        return localize(uri, ctx.settings, ctx.scratch("campaigns")), uri
+    except AssetError as exc:
+        raise PlanError(str(exc)) from exc
 
 
 def _asset_digest(uri: str) -> str:
@@ -204,11 +222,9 @@ def plan_key_of(prefix: str, campaign_id: str, payload: dict[str, Any]) -> str:
 def run(ctx: StepContext, inputs: PlanInputs) -> tuple[str, PlanManifest]:
     """Plan a campaign; returns the key of the plan manifest and the manifest."""
     started = time.perf_counter()
-    path = _local_path(inputs.campaign)
-    if path is None:
-        raise PlanError(f"{inputs.campaign}: campaigns are read from a local path or file:// URI")
-    file = str(path)
-    campaign = load_campaign(path)
+    path, source_uri = _campaign_file(ctx, inputs.campaign)
+    file = source_uri or str(path)
+    campaign = load_campaign(path, source_uri=source_uri)
     jobs = [j for j in campaign.jobs if not inputs.only or j.id in inputs.only]
     unknown = sorted(set(inputs.only) - {j.id for j in campaign.jobs})
     if unknown:
@@ -291,7 +307,7 @@ def run(ctx: StepContext, inputs: PlanInputs) -> tuple[str, PlanManifest]:
 
         manifest = PlanManifest(
             campaign_id=campaign.id,
-            campaign_uri=path.resolve().as_uri(),
+            campaign_uri=source_uri or path.resolve().as_uri(),
             campaign_sha256=campaign_sha,
             prefix=inputs.prefix,
             output_prefix=campaign.output_prefix,
@@ -380,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__)
-    parser.add_argument("campaign", help="campaign file (path or file:// URI)")
+    parser.add_argument("campaign", help="campaign file (path, file:// or s3://bucket/key URI)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX)
     parser.add_argument("--only", action="append", default=[], metavar="JOB")
     parser.add_argument("--units-per-shard", type=int, default=DEFAULT_UNITS_PER_SHARD)

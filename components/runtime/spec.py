@@ -391,6 +391,15 @@ def _uri_checker(kind: str, extensions: tuple[str, ...]) -> AfterValidator:
             raise _problem(
                 f"absolute path {_show(value)}: write it as {_show('file://' + value)} or make it relative to the file"
             )
+        elif (info.context or {}).get("base_uri"):
+            # a campaign read from S3: its relative assets are objects beside it, under the same prefix
+            path_part = value
+            if ".." in PurePosixPath(value).parts:
+                raise _problem(
+                    f"{_show(value)} leads outside the campaign's S3 folder; keep assets beside the campaign "
+                    "(or below it), or name them explicitly as s3://bucket/key"
+                )
+            value = f"{str((info.context or {})['base_uri']).rstrip('/')}/{PurePosixPath(value)}"
         else:
             path_part = value
             context = info.context or {}
@@ -1604,14 +1613,17 @@ def _parse_text(text: str, name: str, as_json: bool) -> Any:
         raise _file_error(name, f"invalid YAML value: {_show(str(exc))}") from None
 
 
-def parse_campaign(data: Any, *, file: str = "<campaign>", base_dir: Path | None = None) -> Campaign:
+def parse_campaign(
+    data: Any, *, file: str = "<campaign>", base_dir: Path | None = None, base_uri: str | None = None
+) -> Campaign:
     """Validate already-parsed campaign data; relative asset paths resolve against `base_dir` (default: cwd)
-    and must stay inside it."""
+    and must stay inside it. With `base_uri` (``s3://bucket/folder``: where the file itself was read from),
+    they resolve to objects under that folder instead."""
     if not isinstance(data, Mapping):
         what = type(data).__name__
         raise _file_error(file, f"the file must hold a mapping with id: and jobs:, not {what}")
     base = (base_dir if base_dir is not None else Path.cwd()).resolve()
-    context: dict[str, Any] = {"base_dir": base_dir, "base_dir_resolved": base}
+    context: dict[str, Any] = {"base_dir": base_dir, "base_dir_resolved": base, "base_uri": base_uri}
     try:
         campaign = Campaign.model_validate(data, context=context)
     except ValidationError as exc:
@@ -1620,14 +1632,16 @@ def parse_campaign(data: Any, *, file: str = "<campaign>", base_dir: Path | None
     return campaign
 
 
-def load_campaign(path: str | Path) -> Campaign:
+def load_campaign(path: str | Path, *, source_uri: str | None = None) -> Campaign:
     """Load and validate a campaign file (`.json` as JSON, anything else as YAML).
 
     Raises `CampaignError` listing every problem of the file. Asset URIs are checked for form only; whether
-    the files exist and decode is checked by `components.runtime.assets.check_assets`.
+    the files exist and decode is checked by `components.runtime.assets.check_assets`. `source_uri`: the
+    ``s3://`` URI that `path` is a downloaded copy of; messages name it, and relative asset paths resolve to
+    objects beside it.
     """
     path = Path(path)
-    name = str(path)
+    name = source_uri or str(path)
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise _file_error(
@@ -1639,4 +1653,6 @@ def load_campaign(path: str | Path) -> Campaign:
     except (OSError, UnicodeDecodeError) as exc:
         raise _file_error(name, f"cannot read the file: {exc}") from None
     data = _parse_text(text, name, as_json=path.suffix.lower() == ".json")
+    if source_uri is not None:
+        return parse_campaign(data, file=name, base_uri=source_uri.rsplit("/", 1)[0])
     return parse_campaign(data, file=name, base_dir=path.resolve().parent)
