@@ -83,7 +83,6 @@ def code_version() -> str:
 def _provenance(
     shard: ShardManifest, unit: UnitPlan, ups: Mapping[str, StepManifest], video_key: str
 ) -> dict[str, Any]:
-    prompts: dict[str, Any] = {}
     return {
         "format": 1,
         "campaign": shard.campaign_id,
@@ -93,7 +92,7 @@ def _provenance(
         "seed": unit.seed,
         "mode": unit.mode,
         "size": {"height": unit.height, "width": unit.width, "frames": unit.frames, "fps": unit.fps},
-        "prompt": {"original": unit.prompt, **prompts},
+        "prompt": {"original": unit.prompt},
         "negative_prompt": unit.negative_prompt,
         "subjects": [
             {"word": w, "image": i, "sha256": unit.assets.get(i)}

@@ -326,6 +326,15 @@ def test_no_default_negative_prompt_without_cfg(tmp_path: Path) -> None:
     assert load_campaign(EXAMPLE).warnings == ()
 
 
+def test_a_size_the_released_models_do_not_render_is_a_warning(tmp_path: Path) -> None:
+    # plan refuses it for a released DiT; the tiny test models of the demo render it
+    campaign = load_campaign(write(tmp_path, minimal(size="128x128")))
+    (warning,) = campaign.warnings
+    assert (warning.path, warning.severity) == ("jobs[0].sizes", "warning")
+    assert "128x128 is not a size the released checkpoints render" in warning.message
+    assert "720x1280" in warning.message
+
+
 # sizes and render units --------------------------------------------------------------------------------------------
 
 

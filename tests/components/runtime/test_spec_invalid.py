@@ -79,10 +79,10 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
     ("frames-too-many", job(frames=133), "jobs[0].frames", "got 133; frames must be 4k+1 between 5 and 129"),
     ("size-not-16", job(size="720x1270"), "jobs[0].size", "height and width must be multiples of 16"),
     (
-        "size-unsupported",
-        job(size="512x512"),
+        "size-too-large",
+        job(size="2048x1280"),
         "jobs[0].size",
-        "512x512 is not a size the models support; use one of",
+        "2048x1280: each side must be 32 to 1280 pixels; use one of",
     ),
     ("size-malformed", job(size="720*1280"), "jobs[0].size", "must be 'HEIGHTxWIDTH', e.g. '720x1280'"),
     (
@@ -282,9 +282,9 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
     ),
     (
         "sizes-bad-one",
-        job(sizes=["720x1280", "512x512"]),
+        job(sizes=["720x1280", "720x1272"]),
         "jobs[0].sizes[1]",
-        "512x512 is not a size the models support",
+        "720x1272: height and width must be multiples of 16",
     ),
     ("sizes-empty", job(sizes=[]), "jobs[0].sizes", "must have at least 1 item(s) (e.g. sizes: [720x1280"),
     ("sizes-not-a-list", job(sizes="720x1280"), "jobs[0].sizes", "must be a list"),
