@@ -15,7 +15,6 @@ import os
 import re
 import sys
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +25,18 @@ from components.runtime.manifest import (
     UnitPlan,
     content_key,
     read_manifest,
-    short_digest,
-    write_manifest,
 )
 from components.runtime.models import load_dit
-from components.runtime.step import StepContext, artifact_ref, existing_artifacts, step_main
-from components.runtime.store import IntegrityError, ObjectNotFound, validate_key
+from components.runtime.step import (
+    StepContext,
+    artifact_ref,
+    existing_artifacts,
+    step_main,
+    unit_failed,
+    upstream_failure,
+    write_step_manifest,
+)
+from components.runtime.store import IntegrityError, ObjectNotFound
 from components.runtime.tensors import TensorMeta, dump_tensors, get_tensors
 
 if TYPE_CHECKING:
@@ -178,14 +183,9 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
     with telemetry:
         model = None
         for unit in shard.units:
-            up = next((m for m in (text, cond) if m.ok(unit.unit_id) is None), None)
-            if up is not None:
-                why = up.units.get(unit.unit_id)
-                outputs[unit.unit_id] = UnitOutput(
-                    unit_id=unit.unit_id,
-                    status="failed",
-                    error=f"{up.step} failed: {why.error if why else '-'}",
-                )
+            failed = upstream_failure(unit.unit_id, (text, cond))
+            if failed is not None:
+                outputs[unit.unit_id] = failed
                 telemetry.unit_done("failed")
                 continue
             t0 = time.perf_counter()
@@ -211,7 +211,9 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
                     log.info("%s %s: resuming at step %d from %s", STEP, unit.unit_id, start_step, resume_key)
                 last = [time.perf_counter()]
 
-                def progress(done: int, total: int, unit_id: str = unit.unit_id, last: list[float] = last) -> None:
+                def progress(
+                    done: int, total: int, unit_id: str = unit.unit_id, last: list[float] = last
+                ) -> None:
                     now = time.perf_counter()
                     telemetry.observe_sampling_step(now - last[0])
                     last[0] = now
@@ -267,27 +269,11 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
             except Exception as exc:
                 if group is not None:
                     raise  # a rank that fails alone would hang the others in the next collective
-                log.error("%s %s failed: %s\n%s", STEP, unit.unit_id, exc, traceback.format_exc())
-                outputs[unit.unit_id] = UnitOutput(
-                    unit_id=unit.unit_id, status="failed", error=f"{type(exc).__name__}: {exc}"
-                )
+                outputs[unit.unit_id] = unit_failed(STEP, unit.unit_id, exc, t0)
                 telemetry.unit_done("failed")
     if rank != 0:
         return ""
-    manifest = StepManifest(
-        step=STEP,
-        campaign_id=shard.campaign_id,
-        shard_id=shard.shard_id,
-        units=outputs,
-        seconds=round(time.perf_counter() - started, 3),
-        model_versions={"dit": shard.dit},
-    )
-    digest = short_digest({"shard": shard_key, "upstream": dict(sorted(upstream.items())), "step": STEP})
-    mkey = validate_key(
-        f"{shard.prefix}/{shard.campaign_id}/_shards/{shard.shard_id}/{STEP}/{digest}/manifest.json"
-    )
-    write_manifest(ctx.store, mkey, manifest)
-    return mkey
+    return write_step_manifest(ctx, shard, shard_key, STEP, upstream, outputs, started, [shard.dit])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,12 +20,17 @@ from components.runtime.manifest import (
     UnitOutput,
     content_key,
     read_manifest,
-    short_digest,
-    write_manifest,
 )
 from components.runtime.models import load_vae
-from components.runtime.step import StepContext, artifact_ref, existing_artifacts, step_main
-from components.runtime.store import validate_key
+from components.runtime.step import (
+    StepContext,
+    artifact_ref,
+    existing_artifacts,
+    step_main,
+    unit_failed,
+    upstream_failure,
+    write_step_manifest,
+)
 from components.runtime.tensors import get_tensors
 
 __all__ = ["STEP", "main", "run"]
@@ -54,14 +59,10 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
     outputs: dict[str, UnitOutput] = {}
     with ctx.telemetry(shard.campaign_id, STEP, shard.index) as telemetry:
         for unit in shard.units:
+            failed = upstream_failure(unit.unit_id, (sampled,))
             src = sampled.ok(unit.unit_id)
-            if src is None:
-                why = sampled.units.get(unit.unit_id)
-                outputs[unit.unit_id] = UnitOutput(
-                    unit_id=unit.unit_id,
-                    status="failed",
-                    error=f"dit_sample failed: {why.error if why else '-'}",
-                )
+            if failed is not None or src is None:
+                outputs[unit.unit_id] = failed or UnitOutput(unit_id=unit.unit_id, status="failed")
                 telemetry.unit_done("failed")
                 continue
             t0 = time.perf_counter()
@@ -100,28 +101,13 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
                 raise
             except Exception as exc:
                 if group is not None:
-                    raise
-                log.error("%s %s failed: %s", STEP, unit.unit_id, exc)
-                outputs[unit.unit_id] = UnitOutput(
-                    unit_id=unit.unit_id, status="failed", error=f"{type(exc).__name__}: {exc}"
-                )
+                    raise  # a rank that fails alone would hang the others in the next collective
+                outputs[unit.unit_id] = unit_failed(STEP, unit.unit_id, exc, t0)
                 telemetry.unit_done("failed")
     if rank != 0:
         return ""
-    manifest = StepManifest(
-        step=STEP,
-        campaign_id=shard.campaign_id,
-        shard_id=shard.shard_id,
-        units=outputs,
-        seconds=round(time.perf_counter() - started, 3),
-        model_versions={"vae": min(u.models["vae"] for u in shard.units)} if shard.units else {},
-    )
-    digest = short_digest({"shard": shard_key, "upstream": dict(sorted(upstream.items())), "step": STEP})
-    mkey = validate_key(
-        f"{shard.prefix}/{shard.campaign_id}/_shards/{shard.shard_id}/{STEP}/{digest}/manifest.json"
-    )
-    write_manifest(ctx.store, mkey, manifest)
-    return mkey
+    vaes = sorted({u.models["vae"] for u in shard.units})
+    return write_step_manifest(ctx, shard, shard_key, STEP, upstream, outputs, started, vaes)
 
 
 def _decode(vae: Any, latents: Any, group: Any, tiling: Any, device: str) -> Any:

@@ -48,7 +48,10 @@ __all__ = [
     "existing_artifacts",
     "shard_step",
     "step_main",
+    "unit_failed",
     "unit_loop",
+    "upstream_failure",
+    "write_step_manifest",
 ]
 
 log = logging.getLogger("adrender.step")
@@ -173,14 +176,9 @@ def unit_loop(
     """
     outputs: dict[str, UnitOutput] = {}
     for unit in shard.units:
-        failed_up = next((m for m in upstream if m.ok(unit.unit_id) is None), None)
-        if failed_up is not None:
-            why = failed_up.units.get(unit.unit_id)
-            outputs[unit.unit_id] = UnitOutput(
-                unit_id=unit.unit_id,
-                status="failed",
-                error=f"{failed_up.step} failed: {why.error if why else 'no output'}",
-            )
+        failed = upstream_failure(unit.unit_id, upstream)
+        if failed is not None:
+            outputs[unit.unit_id] = failed
             telemetry.unit_done("failed")
             continue
         started = time.perf_counter()
@@ -211,16 +209,32 @@ def unit_loop(
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one unit's failure must not lose the others
-            log.error("%s %s failed: %s", step, unit.unit_id, exc)
-            log.debug("%s", traceback.format_exc())
-            outputs[unit.unit_id] = UnitOutput(
-                unit_id=unit.unit_id,
-                status="failed",
-                error=f"{type(exc).__name__}: {exc}",
-                seconds=round(time.perf_counter() - started, 3),
-            )
+            outputs[unit.unit_id] = unit_failed(step, unit.unit_id, exc, started)
             telemetry.unit_done("failed")
     return outputs
+
+
+def upstream_failure(unit_id: str, upstream: Sequence[StepManifest]) -> UnitOutput | None:
+    """A failed output for ``unit_id`` when an upstream step did not produce it, else None."""
+    failed = next((m for m in upstream if m.ok(unit_id) is None), None)
+    if failed is None:
+        return None
+    why = failed.units.get(unit_id)
+    return UnitOutput(
+        unit_id=unit_id, status="failed", error=f"{failed.step} failed: {why.error if why else 'no output'}"
+    )
+
+
+def unit_failed(step: str, unit_id: str, exc: BaseException, started: float) -> UnitOutput:
+    """Log a unit's failure (traceback at debug level) and return its failed output."""
+    log.error("%s %s failed: %s", step, unit_id, exc)
+    log.debug("%s", traceback.format_exc())
+    return UnitOutput(
+        unit_id=unit_id,
+        status="failed",
+        error=f"{type(exc).__name__}: {exc}",
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 def step_main(
@@ -272,17 +286,32 @@ def shard_step(
     *,
     model_roles: Sequence[str] = (),
 ) -> str:
-    """Read the shard and upstream manifests, run ``work``, write this step's manifest; returns its key.
-
-    The manifest key hashes the shard and the upstream manifests' keys, so a rerun of the same inputs
-    overwrites the same manifest (with the units now found ``skipped``).
-    """
+    """Read the shard and upstream manifests, run ``work``, write this step's manifest; returns its key."""
     shard = read_manifest(ctx.store, shard_key, ShardManifest)
     ups = {name: read_manifest(ctx.store, key, StepManifest) for name, key in sorted(upstream.items())}
     started = time.perf_counter()
     with ctx.telemetry(shard.campaign_id, step, shard.index) as telemetry:
         units = work(shard, ups, telemetry)
     versions = sorted({u.models[r] for u in shard.units for r in model_roles if r in u.models})
+    key = write_step_manifest(ctx, shard, shard_key, step, upstream, units, started, versions)
+    return key
+
+
+def write_step_manifest(
+    ctx: StepContext,
+    shard: ShardManifest,
+    shard_key: str,
+    step: str,
+    upstream: Mapping[str, str],
+    units: dict[str, UnitOutput],
+    started: float,
+    versions: Sequence[str] = (),
+) -> str:
+    """Store a step's manifest of one shard and log its counts; returns its key.
+
+    The key hashes the shard and the upstream manifests' keys, so a rerun of the same inputs overwrites the same
+    manifest (with the units now found ``skipped``).
+    """
     manifest = StepManifest(
         step=step,
         campaign_id=shard.campaign_id,

@@ -139,3 +139,36 @@ def test_a_step_without_its_inputs_says_which(bad: str, make_ctx: Callable[..., 
 
     with pytest.raises(ValueError, match=f"needs --input {bad}="):
         dit_sample.run(make_ctx(), "adrender/x/_shards/s/shard.json", {"text": "k"})
+
+
+def test_ctrl_c_exits_130_and_the_same_command_resumes(
+    step_env: dict[str, str], demo_media: Path, tmp_path: Path
+) -> None:
+    campaign = write_campaign(tmp_path, demo_media, [{**JOB, "variants": 2}])
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "render",
+        str(campaign),
+        "--checkpoint-every",
+        "2",
+        "--no-progress",
+    ]
+    env = {**os.environ, **step_env, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampled = tmp_path / "store/adrender/test-campaign/meadow-v00/dit_sample"
+    deadline = time.monotonic() + 240
+    while not list(sampled.rglob("ckpt-*.safetensors")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "run the same command again to resume" in err
+    assert list(sampled.rglob("ckpt-*.safetensors")), "the step checkpoints were not kept"
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "2 of 2 unit(s) published" in again.stdout
+    assert not list(sampled.rglob("ckpt-*.safetensors"))  # finished units leave no checkpoints
