@@ -54,6 +54,20 @@ class S3Server:
     def new_bucket_name(self) -> str:
         return f"t-{uuid.uuid4().hex[:16]}"
 
+    def make_bucket(self) -> str:
+        """Create a fresh bucket through the minio client; returns its name."""
+        from minio import Minio
+
+        bucket = self.new_bucket_name()
+        Minio(
+            self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            region=self.region,
+        ).make_bucket(bucket)
+        return bucket
+
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
@@ -130,17 +144,9 @@ class MlflowServer:
 @pytest.fixture(scope="session")
 def mlflow_server(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """``mlflow server`` on loopback: sqlite backend, ``--serve-artifacts`` into a fresh S3 bucket."""
-    from minio import Minio
 
     root = tmp_path_factory.mktemp("mlflow-server")
-    bucket = s3_server.new_bucket_name()
-    Minio(
-        s3_server.endpoint,
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-        secure=False,
-        region=s3_server.region,
-    ).make_bucket(bucket)
+    bucket = s3_server.make_bucket()
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
     env.update(

@@ -25,21 +25,13 @@ def test_campaign_through_s3_mlflow_server_and_pushgateway(
     demo_media: Path,
     tmp_path: Path,
 ) -> None:
-    from minio import Minio
 
     from pipelines.bootstrap import bootstrap_tiny
 
     registry = Registry(mlflow_server.url, tmp_path / "model-cache")
     bootstrap_tiny(registry, work_dir=tmp_path / "tiny")
 
-    bucket = s3_server.new_bucket_name()
-    Minio(
-        s3_server.endpoint,
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-        secure=False,
-        region=s3_server.region,
-    ).make_bucket(bucket)
+    bucket = s3_server.make_bucket()
     settings = RuntimeSettings(
         store=f"s3://{bucket}/runs",
         s3_endpoint=s3_server.endpoint,
