@@ -17,6 +17,7 @@ from pathlib import Path
 
 from components.runtime.settings import RuntimeSettings, SettingsError
 from components.runtime.spec import CampaignError, CampaignIssue, load_campaign
+from pipelines.kfp_commands import add_compile, add_runs, add_schedule, add_submit
 from pipelines.model_commands import add_models
 from pipelines.render_command import add_render
 
@@ -103,6 +104,10 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _add_validate,
     add_render,
     add_models,
+    add_compile,
+    add_submit,
+    add_schedule,
+    add_runs,
 )
 
 

@@ -1,0 +1,288 @@
+"""What the Kubeflow tasks of the render pipeline run inside the project image.
+
+Each component of ``pipelines/render_campaign.py`` is a few lines that import one function from here. The
+functions run the step modules by their command line (``python -m components.<step> ... --output-file F``,
+under ``torchrun`` for the distributed stages), so a task runs exactly what ``adrender render`` runs, and they
+turn the small manifests the steps write into what the KFP UI shows: the plan's metadata, a Markdown summary
+and metrics per shard, the campaign's deliverables. Nothing here imports KFP; the artifacts are plain paths.
+
+Settings come from the environment (the ConfigMap and Secrets the pipeline mounts); a non-empty ``store``
+argument replaces ``ADRENDER_STORE``, so that a run can write to another store than the cluster's default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.runtime.manifest import PlanManifest, ShardManifest, StepManifest, read_manifest
+from components.runtime.store import ObjectStore, open_store
+
+__all__ = [
+    "ShardReport",
+    "StepFailed",
+    "campaign_index",
+    "plan_campaign",
+    "report_outcome",
+    "run_step",
+    "shard_report",
+    "step_command",
+]
+
+log = logging.getLogger("adrender.kfp")
+
+
+class StepFailed(RuntimeError):
+    """A step's command exited non-zero: the task fails, and KFP retries it (its ``set_retry``)."""
+
+
+def _use_store(store: str) -> None:
+    if store:
+        os.environ["ADRENDER_STORE"] = store
+
+
+def step_command(
+    step: str, shard: str, inputs: Mapping[str, str], output_file: Path, nproc_per_node: int = 0
+) -> list[str]:
+    """The command line of one stage of one shard; ``nproc_per_node`` > 0 runs it under torchrun."""
+    if nproc_per_node > 0:
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            "--nproc-per-node", str(nproc_per_node), "-m", f"components.{step}",
+        ]  # fmt: skip
+    else:
+        cmd = [sys.executable, "-m", f"components.{step}"]
+    cmd += ["--shard", shard, "--output-file", str(output_file)]
+    for name, key in sorted(inputs.items()):
+        cmd += ["--input", f"{name}={key}"]
+    return cmd
+
+
+def _run(cmd: Sequence[str], what: str) -> str:
+    """Run a step's command with its output streamed to the task's log; returns the key it wrote."""
+    out = Path(cmd[cmd.index("--output-file") + 1])
+    log.info("%s: %s", what, " ".join(cmd))
+    code = subprocess.run(list(cmd), check=False).returncode
+    if code != 0 or not out.is_file():
+        raise StepFailed(f"{what} exited with {code}; its log is above")
+    return out.read_text().strip()
+
+
+def run_step(
+    step: str, shard: str, inputs: Mapping[str, str], *, store: str = "", nproc_per_node: int = 0
+) -> str:
+    """Run one stage of one shard; returns the key of the step manifest it wrote."""
+    _use_store(store)
+    with tempfile.TemporaryDirectory(prefix=f"adrender-{step}-") as tmp:
+        cmd = step_command(step, shard, inputs, Path(tmp) / "manifest-key", nproc_per_node)
+        return _run(cmd, step)
+
+
+def plan_campaign(
+    campaign_uri: str,
+    *,
+    prefix: str,
+    units_per_shard: int,
+    checkpoint_every: int,
+    store: str = "",
+    artifact_path: str | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """Plan the campaign; returns the shard manifest keys and the plan's metadata (for the UI).
+
+    The plan manifest is also copied to ``artifact_path`` when given (the task's output artifact).
+    """
+    _use_store(store)
+    with tempfile.TemporaryDirectory(prefix="adrender-plan-") as tmp:
+        out = Path(tmp) / "plan-key"
+        cmd = [
+            sys.executable, "-m", "components.plan", campaign_uri, "--prefix", prefix,
+            "--units-per-shard", str(units_per_shard), "--checkpoint-every", str(checkpoint_every),
+            "--output-file", str(out),
+        ]  # fmt: skip
+        key = _run(cmd, "plan")
+    store_ = open_store()
+    plan = read_manifest(store_, key, PlanManifest)
+    if artifact_path is not None:
+        Path(artifact_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(artifact_path).write_bytes(store_.get_bytes(key))
+    metadata: dict[str, Any] = {
+        "plan_key": key,
+        "plan_uri": store_.uri(key),
+        "campaign": plan.campaign_id,
+        "campaign_uri": plan.campaign_uri,
+        "units_total": plan.units_total,
+        "units_to_render": sum(s.units for s in plan.shards),
+        "published_before": len(plan.skipped),
+        "shards": len(plan.shards),
+        "models": {ref: pin.pinned for ref, pin in sorted(plan.models.items())},
+        "estimated_h100_seconds": plan.estimated_gpu_seconds,
+    }
+    return [s.key for s in plan.shards], metadata
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    markdown: str
+    metrics: dict[str, float]
+
+
+def shard_report(
+    store: ObjectStore, shard_key: str, stage_keys: Mapping[str, str], *, gpus: int, decode_gpus: int
+) -> ShardReport:
+    """The shard's Markdown summary and metrics, from its step manifests (``stage_keys``: stage -> key)."""
+    shard = read_manifest(store, shard_key, ShardManifest)
+    manifests = {name: read_manifest(store, key, StepManifest) for name, key in stage_keys.items()}
+    published = manifests["publish"]
+    rows = ["| unit | status | seconds | deliverable |", "|---|---|---:|---|"]
+    rendered = failed = 0
+    seconds_total = 0.0
+    for unit in shard.units:
+        out = published.units.get(unit.unit_id)
+        seconds = sum(m.units[unit.unit_id].seconds for m in manifests.values() if unit.unit_id in m.units)
+        if out is None or out.status == "failed":
+            failed += 1
+            where = (out.error if out is not None else None) or "no output"
+            status = "failed"
+        else:
+            rendered += 1 if out.status == "ok" else 0
+            seconds_total += seconds
+            where = store.uri(out.artifacts["video"].key)
+            status = "published" if out.status == "ok" else "published before"
+        rows.append(f"| {unit.unit_id} | {status} | {seconds:.1f} | {where.replace('|', '/')} |")
+    gpu_seconds = manifests["dit_sample"].seconds * max(1, gpus) if "dit_sample" in manifests else 0.0
+    if "tiled_decode" in manifests:
+        gpu_seconds += manifests["tiled_decode"].seconds * max(1, decode_gpus)
+    done = max(1, len(shard.units) - failed)
+    metrics = {
+        "units_rendered": float(rendered),
+        "units_failed": float(failed),
+        "seconds_per_unit": round(seconds_total / done, 3),
+        "gpu_seconds": round(gpu_seconds, 3),
+    }
+    line = (
+        f"Campaign **{shard.campaign_id}**, DiT `{shard.dit}`, latents {'x'.join(map(str, shard.latent_size))}: "
+        f"{rendered} rendered, {failed} failed, {metrics['seconds_per_unit']:.1f} s per unit, "
+        f"{metrics['gpu_seconds']:.0f} GPU-seconds."
+    )
+    head = [f"## Shard {shard.shard_id}", "", line, ""]
+    return ShardReport("\n".join(head + rows) + "\n", metrics)
+
+
+def campaign_index(
+    plan_key: str, publish_keys: Sequence[str], *, store: str = "", artifact_path: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Write the campaign index (``python -m components.publish index``); returns its URI and the deliverables'
+    metadata: per unit its URI, size, frames, fps, seed, status and pinned model versions."""
+    _use_store(store)
+    with tempfile.TemporaryDirectory(prefix="adrender-index-") as tmp:
+        out = Path(tmp) / "index-key"
+        cmd = [
+            sys.executable,
+            "-m",
+            "components.publish",
+            "index",
+            "--plan",
+            plan_key,
+            "--output-file",
+            str(out),
+        ]
+        cmd += [f"--input=publish={key}" for key in publish_keys]
+        key = _run(cmd, "index")
+    store_ = open_store()
+    index = json.loads(store_.get_bytes(key))
+    plan = read_manifest(store_, plan_key, PlanManifest)
+    units: dict[str, Any] = {}
+    for ref in plan.shards:
+        for u in read_manifest(store_, ref.key, ShardManifest).units:
+            units[u.unit_id] = {
+                "size": f"{u.height}x{u.width}",
+                "frames": u.frames,
+                "fps": u.fps,
+                "seed": u.seed,
+                "models": dict(sorted(u.models.items())),
+            }
+    deliverables = [
+        {
+            "unit": e["unit"],
+            "status": e["status"],
+            "uri": store_.uri(e["video"]),
+            "provenance": store_.uri(e["provenance"]),
+            **units.get(e["unit"], {}),
+        }
+        for e in index["units"]
+    ]
+    if artifact_path is not None:
+        Path(artifact_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(artifact_path).write_bytes(store_.get_bytes(key))
+    metadata = {
+        "campaign": plan.campaign_id,
+        "index_uri": store_.uri(key),
+        "counts": index["counts"],
+        "deliverables": deliverables,
+    }
+    return store_.uri(key), metadata
+
+
+def report_outcome(
+    *,
+    state: str,
+    error: str | None,
+    campaign_uri: str,
+    run_name: str = "",
+    webhook_url: str = "",
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """The run's outcome: pushed to the Pushgateway (when ``ADRENDER_PUSHGATEWAY`` is set) as the campaign's
+    final metrics, and posted as JSON to ``webhook_url`` when one is given. Never raises: a notification that
+    fails must not fail a finished render; what went wrong is logged."""
+    outcome: dict[str, Any] = {
+        "campaign_uri": campaign_uri,
+        "run": run_name,
+        "state": state,
+        "error": error or "",
+    }
+    gateway = os.environ.get("ADRENDER_PUSHGATEWAY", "")
+    if gateway:
+        try:
+            from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+            registry = CollectorRegistry()
+            succeeded = Gauge(
+                "adrender_campaign_run_succeeded",
+                "1 when the last Kubeflow run of the campaign succeeded, else 0",
+                registry=registry,
+            )
+            succeeded.set(1.0 if state == "SUCCEEDED" else 0.0)
+            finished = Gauge(
+                "adrender_campaign_run_finished_timestamp_seconds",
+                "when the last Kubeflow run of the campaign ended",
+                registry=registry,
+            )
+            finished.set_to_current_time()
+            campaign = campaign_uri.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "campaign"
+            push_to_gateway(
+                gateway, job="adrender-campaign", grouping_key={"campaign": campaign}, registry=registry
+            )
+            outcome["pushed"] = True
+        except Exception as exc:  # noqa: BLE001 - the render is done; the notification is best effort
+            log.warning("could not push the run's outcome to %s: %s", gateway, exc)
+    if webhook_url:
+        body = json.dumps(outcome).encode()
+        request = urllib.request.Request(
+            webhook_url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                outcome["webhook_status"] = response.status
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not post the run's outcome to %s: %s", webhook_url, exc)
+    return outcome

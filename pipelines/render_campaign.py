@@ -1,0 +1,377 @@
+"""The render DAG as a Kubeflow Pipelines (KFP v2) pipeline.
+
+``plan`` -> ``ParallelFor(shards, parallelism=...)`` over the stages of ``pipelines.dag.STAGES`` (prompt rewrite,
+LLaVA encode, VAE encode, sampling under torchrun, tiled decode, ..., publish) -> the campaign index, all
+inside an ``ExitHandler`` whose task reports the run's outcome. Tasks pass only manifest keys; tensors and
+videos move through the store once.
+
+The components are lightweight Python components whose ``base_image`` is the project image, with the KFP
+package already installed there (``install_kfp_package=False``): each body imports one function of
+``pipelines.kfp_tasks`` that runs the step's command line. Unlike container components, these also run under
+``kfp.local``'s SubprocessRunner, so the exact DAG compiled here runs on a machine without Docker.
+
+KFP's own cache is off for every task: the store's content keys already skip finished work, and a KFP cache
+hit could return a manifest key whose objects a lifecycle rule removed, or a plan whose aliases have moved.
+
+    from pipelines.render_campaign import PipelineOptions, build_pipeline, compile_pipeline
+    compile_pipeline(PipelineOptions(image="registry.example.com/adrender:0.1.0"), Path("pipeline.yaml"))
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from kfp import compiler, dsl, kubernetes  # type: ignore[import-untyped]
+
+from pipelines.dag import STAGES, Stage
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "MLFLOW_SECRET",
+    "PIPELINE_NAME",
+    "S3_SECRET",
+    "SETTINGS_CONFIG_MAP",
+    "PipelineOptions",
+    "build_pipeline",
+    "compile_pipeline",
+]
+
+PIPELINE_NAME = "adrender-render-campaign"
+DEFAULT_IMAGE = "ghcr.io/adrender/adrender:0.1.0"
+# cluster settings (store, S3 endpoint, MLflow URI, Pushgateway) as env, from a ConfigMap the chart installs
+SETTINGS_CONFIG_MAP = "adrender-settings"
+SETTINGS_KEYS = (
+    "ADRENDER_STORE",
+    "ADRENDER_S3_ENDPOINT",
+    "ADRENDER_S3_REGION",
+    "MLFLOW_TRACKING_URI",
+    "ADRENDER_PUSHGATEWAY",
+    "ADRENDER_REWRITE_BACKEND",
+    "ADRENDER_REWRITE_URL",
+    "ADRENDER_REWRITE_MODEL",
+)
+# credentials come from Secrets as env, never as parameters
+S3_SECRET = "adrender-s3"
+S3_SECRET_KEYS = {"access-key": "ADRENDER_S3_ACCESS_KEY", "secret-key": "ADRENDER_S3_SECRET_KEY"}
+MLFLOW_SECRET = "adrender-mlflow"
+MLFLOW_SECRET_KEYS = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
+MODEL_CACHE_MOUNT = "/var/cache/adrender/models"
+WORK_MOUNT = "/var/tmp/adrender"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per task: CPU and memory requests (and limits), GPUs, and the pod's deadline in seconds."""
+
+    cpu: str
+    memory: str
+    timeout_s: int
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What is fixed when the pipeline is compiled (everything a run may change is a pipeline parameter).
+
+    image: the project image. parallelism: how many shards render at once (= 8-GPU nodes in use; KFP takes it
+    at compile time). retries / backoff: ``set_retry`` of every task. model_cache_pvc: the PVC holding the
+    checkpoint cache (mounted on the model steps). shm_size: the ``/dev/shm`` memory volume of the GPU steps.
+    """
+
+    image: str = DEFAULT_IMAGE
+    parallelism: int = 1
+    retries: int = 3
+    backoff: str = "60s"
+    backoff_factor: float = 2.0
+    backoff_max: str = "1800s"
+    pull_policy: str = "IfNotPresent"
+    model_cache_pvc: str = "adrender-model-cache"
+    shm_size: str = "64Gi"
+    accelerator: str = "nvidia.com/gpu"
+    # ADRENDER_WORK_DIR / ADRENDER_MODEL_CACHE point at the pod's volumes; off for kfp.local, which has none
+    volume_paths: bool = True
+    resources: dict[str, Resources] = field(
+        default_factory=lambda: {
+            "plan": Resources("1", "2Gi", 1800),
+            "prompt_rewrite": Resources("2", "8Gi", 3600),
+            "llava_encode": Resources("8", "64Gi", 3 * 3600),
+            "vae_encode": Resources("8", "32Gi", 3 * 3600),
+            "dit_sample": Resources("64", "512Gi", 24 * 3600),
+            "tiled_decode": Resources("16", "128Gi", 6 * 3600),
+            "publish": Resources("2", "4Gi", 3600),
+            "index": Resources("1", "2Gi", 1800),
+            "notify": Resources("500m", "512Mi", 600),
+        }
+    )
+    # stages that load a model on a GPU: one GPU each, the model cache mounted
+    gpu_stages: tuple[str, ...] = ("llava_encode", "vae_encode", "v2a_foley", "qc_metrics")
+
+
+# components: each body imports one function of pipelines.kfp_tasks (imports inside: the body runs alone)
+
+
+def _make_components(image: str) -> dict[str, Any]:
+    def component(func: Callable[..., Any]) -> Any:
+        return dsl.component(func, base_image=image, install_kfp_package=False)
+
+    def plan(
+        campaign_uri: str,
+        prefix: str,
+        units_per_shard: int,
+        checkpoint_every: int,
+        store: str,
+        plan_manifest: dsl.Output[dsl.Artifact],
+    ) -> list:  # type: ignore[type-arg]
+        """Plan the campaign: pin model versions, expand render units, write the shards; their keys out."""
+        from pipelines.kfp_tasks import plan_campaign
+
+        shards, metadata = plan_campaign(
+            campaign_uri,
+            prefix=prefix,
+            units_per_shard=units_per_shard,
+            checkpoint_every=checkpoint_every,
+            store=store,
+            artifact_path=plan_manifest.path,
+        )
+        plan_manifest.metadata.update(metadata)
+        return shards
+
+    def render_step(step: str, shard: str, inputs: dict, store: str) -> str:  # type: ignore[type-arg]
+        """One stage of one shard (``python -m components.<step>``); the key of its manifest out."""
+        from pipelines.kfp_tasks import run_step
+
+        return run_step(step, shard, inputs, store=store)
+
+    def distributed_step(step: str, shard: str, inputs: dict, store: str, nproc_per_node: int) -> str:  # type: ignore[type-arg]
+        """One stage of one shard under torchrun, one process per GPU; the key of its manifest out."""
+        from pipelines.kfp_tasks import run_step
+
+        return run_step(step, shard, inputs, store=store, nproc_per_node=nproc_per_node)
+
+    def publish(
+        shard: str,
+        inputs: dict,  # type: ignore[type-arg]
+        store: str,
+        gpus: int,
+        decode_gpus: int,
+        summary: dsl.Output[dsl.Markdown],
+        metrics: dsl.Output[dsl.Metrics],
+    ) -> str:
+        """Publish the shard's deliverables and provenance; its summary and metrics for the UI."""
+        from pathlib import Path
+
+        from components.runtime.store import open_store
+        from pipelines.kfp_tasks import run_step, shard_report
+
+        key = run_step("publish", shard, inputs, store=store)
+        report = shard_report(
+            open_store(), shard, {**inputs, "publish": key}, gpus=gpus, decode_gpus=decode_gpus
+        )
+        Path(summary.path).write_text(report.markdown)
+        for name, value in report.metrics.items():
+            metrics.log_metric(name, value)
+        return key
+
+    def index(
+        plan_manifest: dsl.Input[dsl.Artifact],
+        publish_keys: list,  # type: ignore[type-arg]
+        store: str,
+        deliverables: dsl.Output[dsl.Artifact],
+    ) -> str:
+        """The campaign index over every shard; the deliverables (URIs, sizes, seeds, versions) as metadata."""
+        from pipelines.kfp_tasks import campaign_index
+
+        uri, metadata = campaign_index(
+            plan_manifest.metadata["plan_key"], publish_keys, store=store, artifact_path=deliverables.path
+        )
+        deliverables.metadata.update(metadata)
+        return uri
+
+    def notify(campaign_uri: str, webhook_url: str, status: dsl.PipelineTaskFinalStatus) -> None:
+        """The run's outcome: final metrics to the Pushgateway, and a POST to the webhook when one is set."""
+        from pipelines.kfp_tasks import report_outcome
+
+        print(
+            report_outcome(
+                state=status.state,
+                error=status.error_message,
+                campaign_uri=campaign_uri,
+                run_name=status.pipeline_job_resource_name,
+                webhook_url=webhook_url,
+            )
+        )
+
+    return {f.__name__: component(f) for f in (plan, render_step, distributed_step, publish, index, notify)}
+
+
+# task settings
+
+
+def _settings_env(task: Any, cache_mount: bool, options: PipelineOptions) -> None:
+    kubernetes.use_config_map_as_env(task, SETTINGS_CONFIG_MAP, {k: k for k in SETTINGS_KEYS}, optional=True)
+    kubernetes.use_secret_as_env(task, S3_SECRET, S3_SECRET_KEYS, optional=True)
+    kubernetes.use_secret_as_env(task, MLFLOW_SECRET, MLFLOW_SECRET_KEYS, optional=True)
+    kubernetes.empty_dir_mount(task, volume_name="work", mount_path=WORK_MOUNT)
+    kubernetes.empty_dir_mount(task, volume_name="tmp", mount_path="/tmp")
+    if options.volume_paths:
+        task.set_env_variable("ADRENDER_WORK_DIR", WORK_MOUNT)
+    if cache_mount:
+        kubernetes.mount_pvc(task, pvc_name=options.model_cache_pvc, mount_path=MODEL_CACHE_MOUNT)
+        if options.volume_paths:
+            task.set_env_variable("ADRENDER_MODEL_CACHE", MODEL_CACHE_MOUNT)
+
+
+def _common(task: Any, name: str, options: PipelineOptions, *, cache_mount: bool = False) -> Any:
+    res = options.resources[name]
+    task.set_caching_options(enable_caching=False)
+    task.set_retry(
+        num_retries=options.retries,
+        backoff_duration=options.backoff,
+        backoff_factor=options.backoff_factor,
+        backoff_max_duration=options.backoff_max,
+    )
+    task.set_cpu_request(res.cpu).set_memory_request(res.memory)
+    if res.cpu_limit:
+        task.set_cpu_limit(res.cpu_limit)
+    task.set_memory_limit(res.memory_limit or res.memory)
+    kubernetes.set_image_pull_policy(task, options.pull_policy)
+    kubernetes.set_timeout(task, res.timeout_s)
+    _settings_env(task, cache_mount, options)
+    return task
+
+
+def _on_gpus(task: Any, count: Any, node_selector: Any, tolerations: Any, options: PipelineOptions) -> None:
+    task.set_accelerator_type(options.accelerator).set_accelerator_limit(count)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
+    kubernetes.empty_dir_mount(
+        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=options.shm_size
+    )
+
+
+def build_pipeline(options: PipelineOptions | None = None) -> Any:
+    """The pipeline function (a ``GraphComponent``) for these compile-time options."""
+    options = options or PipelineOptions()
+    c = _make_components(options.image)
+
+    @dsl.pipeline(  # type: ignore[untyped-decorator]
+        name=PIPELINE_NAME,
+        description="Render an adrender campaign: plan, then every shard through the HunyuanCustom steps, then "
+        "publish the deliverables and the campaign index.",
+    )
+    def render_campaign(
+        campaign_uri: str,
+        store: str = "",
+        prefix: str = "adrender",
+        units_per_shard: int = 16,
+        checkpoint_every: int = 5,
+        gpus_per_sampling_pod: int = 8,
+        decode_gpus: int = 1,
+        node_selector: dict = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},  # type: ignore[type-arg]  # noqa: B006
+        tolerations: list = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],  # type: ignore[type-arg]  # noqa: B006
+        webhook_url: str = "",
+    ) -> None:
+        notify = c["notify"](campaign_uri=campaign_uri, webhook_url=webhook_url).set_display_name(
+            "report outcome"
+        )
+        _common(notify, "notify", options)
+        with dsl.ExitHandler(notify, name="render"):
+            plan = c["plan"](
+                campaign_uri=campaign_uri,
+                prefix=prefix,
+                units_per_shard=units_per_shard,
+                checkpoint_every=checkpoint_every,
+                store=store,
+            ).set_display_name("plan")
+            _common(plan, "plan", options, cache_mount=True)
+            with dsl.ParallelFor(plan.outputs["Output"], parallelism=options.parallelism) as shard:
+                tasks: dict[str, Any] = {}
+                for stage in STAGES:
+                    tasks[stage.name] = _stage_task(
+                        c, stage, shard, tasks, store, options,
+                        gpus=gpus_per_sampling_pod, decode_gpus=decode_gpus,
+                        node_selector=node_selector, tolerations=tolerations,
+                    )  # fmt: skip
+            index = c["index"](
+                plan_manifest=plan.outputs["plan_manifest"],
+                publish_keys=dsl.Collected(tasks["publish"].outputs["Output"]),
+                store=store,
+            ).set_display_name("campaign index")
+            _common(index, "index", options)
+
+    return render_campaign
+
+
+def _stage_task(
+    c: dict[str, Any],
+    stage: Stage,
+    shard: Any,
+    tasks: dict[str, Any],
+    store: Any,
+    options: PipelineOptions,
+    *,
+    gpus: Any,
+    decode_gpus: Any,
+    node_selector: Any,
+    tolerations: Any,
+) -> Any:
+    inputs = {name: tasks[up].outputs["Output"] for name, up in stage.inputs.items()}
+    if stage.name == "publish":
+        task = c["publish"](shard=shard, inputs=inputs, store=store, gpus=gpus, decode_gpus=decode_gpus)
+        return _common(task.set_display_name("publish"), "publish", options)
+    if stage.distributed:
+        count = gpus if stage.name == "dit_sample" else decode_gpus
+        task = c["distributed_step"](
+            step=stage.name, shard=shard, inputs=inputs, store=store, nproc_per_node=count
+        )
+        _common(task, stage.name, options, cache_mount=True)
+        _on_gpus(task, count, node_selector, tolerations, options)
+    else:
+        task = c["render_step"](step=stage.name, shard=shard, inputs=inputs, store=store)
+        on_gpu = stage.name in options.gpu_stages
+        _common(task, stage.name, options, cache_mount=on_gpu)
+        if on_gpu:
+            _on_gpus(task, 1, node_selector, tolerations, options)
+    return task.set_display_name(stage.name.replace("_", " "))
+
+
+class CompileResult(NamedTuple):
+    path: Path
+    kubernetes_manifest: bool
+
+
+def compile_pipeline(
+    options: PipelineOptions,
+    path: Path,
+    *,
+    kubernetes_manifest: bool = False,
+    namespace: str | None = None,
+    pipeline_version: str | None = None,
+) -> CompileResult:
+    """Compile to KFP's IR YAML, or (``kubernetes_manifest``) to ``Pipeline`` / ``PipelineVersion`` resources of
+    the Kubernetes-native API mode."""
+    kwargs: dict[str, Any] = {}
+    if kubernetes_manifest:
+        from kfp.compiler.compiler_utils import KubernetesManifestOptions  # type: ignore[import-untyped]
+
+        kwargs = {
+            "kubernetes_manifest_format": True,
+            "kubernetes_manifest_options": KubernetesManifestOptions(
+                pipeline_name=PIPELINE_NAME,
+                pipeline_version_name=pipeline_version or f"{PIPELINE_NAME}-{_image_tag(options.image)}",
+                namespace=namespace,
+                include_pipeline_manifest=True,
+            ),
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(options), str(path), **kwargs)
+    return CompileResult(path, kubernetes_manifest)
+
+
+def _image_tag(image: str) -> str:
+    import re
+
+    tag = image.rsplit("@", 1)[0].rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else "latest"
+    return re.sub(r"[^a-z0-9-]", "-", tag.lower()).strip("-") or "latest"
