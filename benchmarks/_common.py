@@ -171,7 +171,7 @@ class CpuUse:
     """CPU time during one measurement: the machine's busy time, this process's own, the hypervisor's steal."""
 
     wall: float
-    own: float  # user + system seconds of this process (all its threads)
+    own: float  # user + system seconds of this process (all its threads) and of children it waited for
     busy: float  # user + nice + system + irq + softirq seconds of every CPU, this process included
     steal: float  # seconds the hypervisor ran something else on our virtual CPUs
 
@@ -196,9 +196,15 @@ def _proc_stat_seconds() -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / tick, steal / tick
 
 
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class CpuMeter:
     """``with CpuMeter() as meter: ...`` then ``meter.use``: the :class:`CpuUse` of the block.
 
+    Subprocesses the block ran and waited for count as this process's own work (``run_in_subprocess``).
     ``/proc/stat`` counts in clock ticks (10 ms), so measurements shorter than about a second read coarse.
     """
 
@@ -206,13 +212,13 @@ class CpuMeter:
 
     def __enter__(self) -> Self:
         self._busy, self._steal = _proc_stat_seconds()
-        self._own = time.process_time()
+        self._own = _own_cpu_seconds()
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self._start
-        own = time.process_time() - self._own
+        own = _own_cpu_seconds() - self._own
         busy, steal = _proc_stat_seconds()
         self.use = CpuUse(wall=wall, own=own, busy=busy - self._busy, steal=steal - self._steal)
 

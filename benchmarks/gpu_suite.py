@@ -491,10 +491,10 @@ def context_of(suite: Suite) -> dict:
 
 def pending_body() -> str:
     """The docs section before anyone has run the suite on a GPU: what it measures and the command."""
-    return f"""Pending a GPU: one H100 or H200, about 7 minutes (cases stop being started after 450 s):
+    return f"""Pending a GPU. On one H100 or H200 (no case starts after 450 s, so the run stays under 8 minutes):
 
 ```
-pip install -e '.[gpu]'   # flash-attn, for the varlen backend row
+pip install -e '.[dev,gpu]'   # diffusers for the reference rows, flash-attn for the varlen backend row
 {COMMAND}
 ```
 

@@ -18,6 +18,8 @@ import datetime
 import torch
 
 from benchmarks._common import (
+    CONTENDED_CORES,
+    CpuMeter,
     machine_description,
     markdown_table,
     pick_device,
@@ -85,21 +87,29 @@ def main() -> None:
     parser.add_argument("--size", action="append", help="HxWxF video size (repeatable); default: tiny sizes")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--write", action="store_true", help="write the section into docs/BENCHMARKS.md")
+    # one thread: on a shared CPU, OpenMP threads that wait for each other turn others' load into stalls
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     args = parser.parse_args()
     device = pick_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
     presets = args.preset or ["tiny-hunyuancustom-720p", "tiny-hunyuancustom-audio-720p"]
     sizes = args.size or ["64x64x9", "128x128x17"]
     kinds = step_kinds(default_options("image"))
     n_reuse = sum(k is StepKind.REUSE for k in kinds)
     n_full = len(kinds) - n_reuse
     rows = []
+    contended = 0
     for preset in presets:
         for size in sizes:
-            r = time_steps(preset, size, device, DTYPES[args.dtype], args.repeats)
+            with CpuMeter() as meter:
+                r = time_steps(preset, size, device, DTYPES[args.dtype], args.repeats)
             plain = len(kinds) * r["full"]
             cached = n_full * r["full"] + n_reuse * r["reuse"]
+            others = f"{meter.use.others_cores:.2f}" + (" (contended)" if meter.use.contended else "")
+            contended += meter.use.contended
             rows.append([preset, size, f"{r['full'] * 1e3:.1f} ms", f"{r['reuse'] * 1e3:.1f} ms",
-                         f"{plain:.2f} s", f"{cached:.2f} s", f"{plain / cached:.2f}x"])  # fmt: skip
+                         f"{plain:.2f} s", f"{cached:.2f} s", f"{plain / cached:.2f}x", others])  # fmt: skip
             print(rows[-1], flush=True)
     table = markdown_table(
         [
@@ -110,12 +120,20 @@ def main() -> None:
             "30 steps",
             "30 steps + DeepCache",
             "speed-up",
+            "others, cores",
         ],
         rows,
     )
-    body = f"""Machine: {machine_description(device)} (shared with other jobs, so times are noisy).
+    verdict = (
+        f"{contended} of {len(rows)} rows were taken while other processes used more than {CONTENDED_CORES:.2f} "
+        "cores (contended): their times are not comparable with a quiet run."
+        if contended
+        else "No row was contended."
+    )
+    body = f"""Machine: {machine_description(device)}, {torch.get_num_threads()} threads.
 Date: {datetime.date.today().isoformat()}. dtype {args.dtype}, CFG batch 2, 16 text tokens at tiny size, one process,
-best of {args.repeats} after 1 warm-up (`python -m benchmarks.sampling_step --write`).
+best of {args.repeats} after 1 warm-up (`python -m benchmarks.sampling_step --write`). "others" is the CPU other
+processes used while the row ran (`/proc/stat` minus this process's CPU time). {verdict}
 
 {table}
 

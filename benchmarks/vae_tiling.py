@@ -10,6 +10,7 @@ so it counts the output video plus whatever the decode needs on top. Beside unti
 tile of the plan is decoded alone ("one tile"): a tiled decode should stay near output + one tile, whatever the
 video, while untiled decode grows with the whole video.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,8 @@ from datetime import date
 import torch
 
 from benchmarks._common import (
+    CONTENDED_CORES,
+    CpuMeter,
     cuda_peak_bytes,
     current_rss_bytes,
     format_bytes,
@@ -104,25 +107,30 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     measured = []
+    contended = 0
     for case in args.cases.split(","):
         results = {}
+        others = {}
         for method in METHODS:
-            results[method] = run_in_subprocess(
-                "benchmarks.vae_tiling",
-                [
-                    "--device",
-                    args.device,
-                    "--preset",
-                    args.preset,
-                    "--tile-px",
-                    str(args.tile_px),
-                    "--tile-frames",
-                    str(args.tile_frames),
-                    "--one",
-                    case,
-                    method,
-                ],
-            )
+            with CpuMeter() as meter:
+                results[method] = run_in_subprocess(
+                    "benchmarks.vae_tiling",
+                    [
+                        "--device",
+                        args.device,
+                        "--preset",
+                        args.preset,
+                        "--tile-px",
+                        str(args.tile_px),
+                        "--tile-frames",
+                        str(args.tile_frames),
+                        "--one",
+                        case,
+                        method,
+                    ],
+                )
+            others[method] = meter.use.others_cores
+        contended += any(v > CONTENDED_CORES for v in others.values())
         u, t, one = results["untiled"], results["tiled"], results["tile"]
         _, _, frames, height, width = t["shape"]
         bound = t["out_bytes"] + one["work_bytes"]
@@ -139,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                 format_bytes(u["work_bytes"]),
                 f"{u['seconds']:.2f}",
                 f"{t['seconds']:.2f}",
+                f"{others['untiled']:.2f} / {others['tiled']:.2f}",
             ]
         )
         print(rows[-1], file=sys.stderr)
@@ -154,13 +163,15 @@ def main(argv: list[str] | None = None) -> None:
             "untiled peak",
             "untiled s",
             "tiled s",
+            "others, cores (untiled / tiled)",
         ],
         rows,
     )
     device = pick_device(args.device)
     first, last = measured[0], measured[-1]
     a = TileArithmetic.derive(
-        TilingConfig(tile_sample_size=args.tile_px, tile_sample_frames=args.tile_frames), VAE_PRESETS[args.preset]
+        TilingConfig(tile_sample_size=args.tile_px, tile_sample_frames=args.tile_frames),
+        VAE_PRESETS[args.preset],
     )
     ratios = [t["work_bytes"] / bound for _, _, t, bound in measured]
     body = (
@@ -178,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
         f"stride) = ({a.latent_tile}/{a.latent_stride})^2 x {a.latent_tile_t + 1}/{a.latent_stride_t} = "
         f"{(a.latent_tile / a.latent_stride) ** 2 * (a.latent_tile_t + 1) / a.latent_stride_t:.1f} times here "
         "(official tiles: (32/24)^2 x 17/12 = 2.5), and small tiles add per-call overhead. Times are single "
-        "runs, noisy on a shared CPU."
+        'runs; "others" is the CPU other processes used meanwhile (`/proc/stat` minus this process and its '
+        f"children): {contended} of {len(rows)} rows had a cell above {CONTENDED_CORES:.2f} cores (contended), "
+        "and their times are not comparable with a quiet run. Memory does not depend on contention."
     )
     if device.type != "cuda":
         body += (
