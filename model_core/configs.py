@@ -163,8 +163,9 @@ def dit_preset(name: str) -> DiTConfig:
 class EncoderPreset:
     """A conditioning encoder kept as a transformers folder (config.json, weights, tokenizer or feature extractor).
 
-    family: which loader reads it: "llava" (`LlavaTextEncoder`), "clip-text" (`ClipPooledEncoder`) or
-        "whisper" (`WhisperAudioEncoder`).
+    family: which loader reads it: "llava" (`LlavaTextEncoder`), "clip-text" (`ClipPooledEncoder`),
+        "whisper" (`WhisperAudioEncoder`), or a QC model of `model_core.qc`: "qc-clip" (`ClipScorer`, the full
+        CLIP with both towers), "qc-dinov2" (`DinoScorer`), "qc-arcface" (`IResNet`).
     model_types: the `model_type` values its config.json may carry; anything else is the wrong folder.
     """
 
@@ -182,6 +183,14 @@ ENCODER_PRESETS: dict[str, EncoderPreset] = {
     "tiny-llava": EncoderPreset("llava", ("llava", "llama"), "tiny random LLaVA"),
     "tiny-clip": EncoderPreset("clip-text", ("clip", "clip_text_model"), "tiny random CLIP text tower"),
     "tiny-whisper": EncoderPreset("whisper", ("whisper",), "tiny random Whisper"),
+    # QC models (model_core.qc): openai/clip-vit-base-patch32 (CLIP-B-T, temporal consistency),
+    # facebook/dinov2-base (DINO-Sim), InsightFace's ArcFace IResNet-100 (Face-Sim; backbone.pth + config.json)
+    "clip-vit-base-patch32": EncoderPreset("qc-clip", ("clip",), "CLIP ViT-B/32, both towers (QC)"),
+    "dinov2-base": EncoderPreset("qc-dinov2", ("dinov2",), "DINOv2 ViT-B/14 (QC)"),
+    "arcface-r100": EncoderPreset("qc-arcface", ("arcface-iresnet",), "ArcFace IResNet-100 (QC)"),
+    "tiny-clip-vit-base": EncoderPreset("qc-clip", ("clip",), "tiny random CLIP, both towers"),
+    "tiny-dinov2": EncoderPreset("qc-dinov2", ("dinov2",), "tiny random DINOv2"),
+    "tiny-arcface": EncoderPreset("qc-arcface", ("arcface-iresnet",), "tiny random ArcFace IResNet"),
 }
 
 

@@ -9,6 +9,9 @@ Each `tiny-` preset is written as a folder in the format of the released files, 
 - `tiny-clip`: CLIP text tower `save_pretrained` + tokenizer; `text.ClipPooledEncoder.from_pretrained`.
 - `tiny-whisper`: `WhisperModel` `save_pretrained` + feature extractor;
   `audio.WhisperAudioEncoder.from_pretrained`.
+- QC models: `tiny-clip-vit-base` (a full `CLIPModel`, both towers, + tokenizer; `qc.ClipScorer`),
+  `tiny-dinov2` (`Dinov2Model`; `qc.DinoScorer`), `tiny-arcface` (`config.json` + `model.safetensors` of an
+  IResNet with one unit per stage; `qc.IResNet.from_pretrained`).
 
 The widths fit the tiny DiT presets: LLaVA hidden 32 = `text_states_dim`, CLIP hidden 16 = `text_pooled_dim`,
 Whisper d_model 16 with 4 encoder layers = the audio branch's `whisper_dim` and `whisper_layers` (5 with the
@@ -27,13 +30,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
+    CLIPConfig,
+    CLIPModel,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPVisionConfig,
+    Dinov2Config,
+    Dinov2Model,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -54,6 +62,9 @@ from model_core.text.templates import (
 )
 from model_core.vae.config import VAE_PRESETS
 
+if TYPE_CHECKING:
+    from model_core.qc.arcface import IResNet
+
 __all__ = [
     "CORPUS",
     "DIT_FILE",
@@ -63,8 +74,11 @@ __all__ = [
     "clip_word_tokenizer",
     "llama_byte_tokenizer",
     "llama_word_tokenizer",
+    "tiny_arcface",
     "tiny_clip",
+    "tiny_dinov2",
     "tiny_dit_state_dict",
+    "tiny_qc_clip",
     "tiny_llava",
     "tiny_whisper",
     "write_tiny_model",
@@ -316,6 +330,60 @@ def tiny_clip(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> CLIPTextMode
         return CLIPTextModel(config).eval()
 
 
+def tiny_qc_clip(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> CLIPModel:
+    """A random CLIP with both towers (1 layer each, width 16, 32-pixel images in 8-pixel patches): the QC
+    twin of CLIP ViT-B/32."""
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIPModel(config).eval()
+
+
+def tiny_dinov2(seed: int = 0) -> Dinov2Model:
+    """A random 1-layer DINOv2 of width 16 on 32-pixel images in 8-pixel patches."""
+    config = Dinov2Config(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        image_size=32,
+        patch_size=8,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Dinov2Model(config).eval()
+
+
+def tiny_arcface(seed: int = 0) -> IResNet:
+    """A random ArcFace IResNet with one unit per stage, widths 8-32 and a 16-d embedding, on 112-pixel faces."""
+    from model_core.qc.arcface import ArcFaceConfig, IResNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return IResNet(ArcFaceConfig(layers=(1, 1, 1, 1), widths=(8, 8, 16, 16, 32), embedding_dim=16)).eval()
+
+
 def tiny_whisper(seed: int = 0) -> WhisperModel:
     """A random Whisper of width 16 with 4 encoder layers: the tiny audio DiT's feature format (5 x 16)."""
     audio = PRESETS["tiny-hunyuancustom-audio-720p"].audio
@@ -408,6 +476,20 @@ def _write(role_preset: str, folder: Path, seed: int) -> None:
             tokenizer = clip_byte_tokenizer()
             tiny_clip(tokenizer, seed).save_pretrained(folder)
             tokenizer.save_pretrained(folder)
+        elif family == "qc-clip":
+            tokenizer = clip_byte_tokenizer()
+            tiny_qc_clip(tokenizer, seed).save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        elif family == "qc-dinov2":
+            tiny_dinov2(seed).save_pretrained(folder)
+        elif family == "qc-arcface":
+            from safetensors.torch import save_file
+
+            from model_core.qc.arcface import ARCFACE_FILE
+
+            model = tiny_arcface(seed)
+            model.config.to_json(folder / "config.json")
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / ARCFACE_FILE)
         else:
             tiny_whisper(seed).save_pretrained(folder)
             WhisperFeatureExtractor().save_pretrained(folder)
