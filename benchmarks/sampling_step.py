@@ -130,7 +130,7 @@ def main() -> None:
         if contended
         else "No row was contended."
     )
-    body = f"""Machine: {machine_description(device)}, {torch.get_num_threads()} threads.
+    body = f"""Machine: {machine_description(device)}; torch threads: {torch.get_num_threads()}.
 Date: {datetime.date.today().isoformat()}. dtype {args.dtype}, CFG batch 2, 16 text tokens at tiny size, one process,
 best of {args.repeats} after 1 warm-up (`python -m benchmarks.sampling_step --write`). "others" is the CPU other
 processes used while the row ran (`/proc/stat` minus this process's CPU time). {verdict}

@@ -47,9 +47,13 @@ def _parse_case(text: str) -> tuple[int, int, int]:
     return t, h, w
 
 
-def measure(device_name: str, preset: str, case: str, method: str, tile_px: int, tile_frames: int) -> dict:
+def measure(
+    device_name: str, preset: str, case: str, method: str, tile_px: int, tile_frames: int, threads: int = 1
+) -> dict:
     """One decode in this process; returns seconds, working-memory bytes and output bytes."""
     device = pick_device(device_name)
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     vae = CausalVAE3D(VAE_PRESETS[preset]).eval().to(device)
     t, h, w = _parse_case(case)
@@ -95,12 +99,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tile-px", type=int, default=64, help="tile_sample_size (official 256)")
     p.add_argument("--tile-frames", type=int, default=16, help="tile_sample_frames (official 64)")
     p.add_argument("--no-write", action="store_true", help="print only, leave docs/BENCHMARKS.md alone")
+    # one thread: on a shared CPU, OpenMP threads that wait for each other turn others' load into stalls
+    p.add_argument(
+        "--threads", type=int, default=1, help="CPU threads of each decode (torch.set_num_threads)"
+    )
     p.add_argument("--one", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one:
         print(
             json.dumps(
-                measure(args.device, args.preset, args.one[0], args.one[1], args.tile_px, args.tile_frames)
+                measure(
+                    args.device,
+                    args.preset,
+                    args.one[0],
+                    args.one[1],
+                    args.tile_px,
+                    args.tile_frames,
+                    args.threads,
+                )
             )
         )
         return
@@ -124,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
                         str(args.tile_px),
                         "--tile-frames",
                         str(args.tile_frames),
+                        "--threads",
+                        str(args.threads),
                         "--one",
                         case,
                         method,
@@ -177,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     body = (
         f"`python -m benchmarks.vae_tiling --device {args.device} --preset {args.preset} --tile-px {args.tile_px} "
         f"--tile-frames {args.tile_frames} --cases {args.cases}`, {date.today().isoformat()}, "
-        f"{machine_description(device)}.\n\n"
+        f"{machine_description(device)}, {args.threads} torch thread(s) per decode.\n\n"
         "Peak = memory allocated by the decode above what was held before it (weights, latents), output "
         'included; one fresh process per cell, fp32, batch 1. "One tile" decodes the plan\'s largest tile '
         "alone: the most a tiled decode should need besides its output.\n\n" + table + "\n\n"
