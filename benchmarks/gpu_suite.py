@@ -14,7 +14,8 @@ Cases, in this order (the most wanted first; a case that would start after ``--b
 3. the CFG batch of 2 (real CFG, text lengths 230 and 256) at the first size;
 4. DeepCache: a cached step (last single block and final layer) against a full one, and the saving of the
    release's 30-step schedule (22 full + 8 cached steps);
-5. fp8 weights (``FP8Linear``, e4m3 with per-layer scales, dequantised per call) at the first size;
+5. fp8 weights (``FP8Linear``, e4m3 with per-layer scales, dequantised per call) at the first size
+   (with ``--compile`` first: ``HunyuanDiT.compile_blocks``, its first call and a compiled forward);
 6. tiled VAE decode (``hunyuan-vae``, fp16, official 256 px / 64-frame tiles) of 720x1280x129.
 
 Every row has its seconds and peak GPU memory (``max_memory_allocated`` over the case); DiT rows add TFLOP
@@ -129,6 +130,7 @@ class Suite:
     budget_s: float
     rows: list[Row] = field(default_factory=list)
     peak_tflops: float | None = None
+    compile_backend: str | None = None  # run compile_case with this torch.compile backend
     start: float = field(default_factory=time.perf_counter)
 
     def over_budget(self) -> bool:
@@ -363,6 +365,7 @@ def dit_cases(suite: Suite) -> None:
 
     # DeepCache: a cached step runs the last single block and the final layer on the stored state
     args, guidance = dit_inputs(config, latent, device, plan.dtype, (TEXT_VALID,))
+    flops = dit_forward_flops(config, latent, text_len=TEXT_LEN, text_valid=TEXT_VALID).total
     kernel = SDPA_KERNELS.get(label)
     ctx = sdpa_kernel([kernel]) if kernel is not None else contextlib.nullcontext()
     last = config.depth_single - 1
@@ -386,9 +389,11 @@ def dit_cases(suite: Suite) -> None:
             f"{total:.1f} s, {1 - total / (30 * full.seconds):.0%} saved"
         )
 
+    # regional torch.compile (opt-in: compiling the two block graphs takes a minute or two of the budget)
+    if suite.compile_backend is not None:
+        compile_case(suite, model, args, guidance, label, size, flops)
+
     # fp8 weights (the memory lever): dequantised per call
-    args, guidance = dit_inputs(config, latent, device, plan.dtype, (TEXT_VALID,))
-    flops = dit_forward_flops(config, latent, text_len=TEXT_LEN, text_valid=TEXT_VALID).total
     if not suite.over_budget():
         count = fp8_weights_(model)
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -398,6 +403,22 @@ def dit_cases(suite: Suite) -> None:
         row.note = f"{count} Linears in e4m3; weights {format_bytes(weights)}"
     else:
         suite.run(Row("fp8 weights", size, label), lambda: None)
+
+
+def compile_case(suite: Suite, model: nn.Module, args, guidance, label: str, size: str, flops: float) -> None:
+    """``compile_blocks`` with the suite's backend: the first call (tracing and compiling) and a timed one."""
+    compile_row = Row("compiled blocks, first call", size, f"{label}, {suite.compile_backend}")
+    model.compile_blocks(backend=suite.compile_backend)
+    call = run_dit_forward(model, args, guidance, label)
+    suite.run(compile_row, call)
+    row = suite.run(Row("compiled blocks", size, f"{label}, {suite.compile_backend}"), call, flops=flops)
+    plain = next(
+        (r for r in suite.rows if r.case == "DiT forward" and r.size == size and r.variant == label), None
+    )
+    if plain is not None and plain.seconds and row.seconds:
+        row.note = f"{plain.seconds / row.seconds:.2f}x the uncompiled forward"
+    for block in [*model.double_blocks, *model.single_blocks]:
+        block._compiled_call_impl = None  # the cases after this one run uncompiled
 
 
 def vae_case(suite: Suite) -> None:
@@ -424,13 +445,23 @@ def vae_case(suite: Suite) -> None:
     suite.run(Row("VAE tiled decode", f"{h}x{w}x{f}", label), decode)
 
 
-def run_suite(*, smoke: bool, device_name: str | None = None, budget_s: float = 450.0) -> Suite:
-    """Run every case; returns the suite with its rows (also printed as JSON lines as they finish)."""
+def run_suite(
+    *,
+    smoke: bool,
+    device_name: str | None = None,
+    budget_s: float = 450.0,
+    compile_backend: str | None = None,
+) -> Suite:
+    """Run every case; returns the suite with its rows (also printed as JSON lines as they finish).
+
+    ``compile_backend`` adds the regional ``torch.compile`` rows (``"inductor"`` on a GPU; ``"eager"`` traces
+    without generating kernels, for the smoke test).
+    """
     device = pick_device(device_name or ("cpu" if smoke else "cuda"))
     plan = Plan.for_run(smoke)
     if device.type == "cpu":
         return_freed_memory()
-    suite = Suite(device=device, plan=plan, budget_s=budget_s)
+    suite = Suite(device=device, plan=plan, budget_s=budget_s, compile_backend=compile_backend)
     suite.peak_tflops = matmul_peak(device, plan.dtype, plan.matmul_n)
     suite.rows.append(
         Row(
@@ -502,8 +533,9 @@ It writes `docs/gpu_suite.json` and replaces this section with the measured tabl
 13B DiT forward (random weights) at 544x960x129 and 720x1280x129 per attention backend (flash-attn varlen, SDPA
 flash / cuDNN / memory-efficient) and diffusers' transformer on the same weights, as seconds and MFU against
 the measured peak; the CFG batch of 2; DeepCache's saving on the 30-step schedule; fp8 weights; tiled VAE
-decode at 720x1280x129; the peak GPU memory of each. `{COMMAND} --smoke` runs the same code on CPU at tiny
-sizes (`tests/benchmarks/test_gpu_suite.py`)."""
+decode at 720x1280x129; the peak GPU memory of each. `{COMMAND} --compile` adds regional `torch.compile` of the
+blocks (first call and compiled forward; a minute or two more). `{COMMAND} --smoke` runs the same code on CPU at
+tiny sizes (`tests/benchmarks/test_gpu_suite.py`)."""
 
 
 def write_docs(suite: Suite, *, path: Path = BENCHMARKS_MD) -> None:
@@ -527,11 +559,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help=f"default: {DEFAULT_JSON} (not with --smoke)")
     parser.add_argument("--no-docs", action="store_true", help="do not write docs/BENCHMARKS.md")
     parser.add_argument("--pending", action="store_true", help="only write the pending docs section")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        help="add regional torch.compile rows with this backend (default inductor); takes a minute or two more",
+    )
     args = parser.parse_args(argv)
     if args.pending:
         write_benchmarks_section(SECTION, pending_body())
         return
-    suite = run_suite(smoke=args.smoke, device_name=args.device, budget_s=args.budget_s)
+    suite = run_suite(
+        smoke=args.smoke, device_name=args.device, budget_s=args.budget_s, compile_backend=args.compile
+    )
     print(table(suite.rows))
     json_path = args.json or (None if args.smoke else DEFAULT_JSON)
     if json_path is not None:

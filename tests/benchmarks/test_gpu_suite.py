@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo
 
 from benchmarks import gpu_suite
 from benchmarks._common import read_benchmarks_section
@@ -14,7 +15,10 @@ from benchmarks._common import read_benchmarks_section
 @pytest.fixture(scope="module")
 def smoke() -> gpu_suite.Suite:
     torch.set_num_threads(1)
-    return gpu_suite.run_suite(smoke=True, budget_s=600)
+    try:
+        return gpu_suite.run_suite(smoke=True, budget_s=600, compile_backend="eager")
+    finally:
+        torch._dynamo.reset()
 
 
 def test_smoke_runs_every_case(smoke: gpu_suite.Suite) -> None:
@@ -25,6 +29,8 @@ def test_smoke_runs_every_case(smoke: gpu_suite.Suite) -> None:
         "CFG batch 2",
         "DeepCache step",
         "fp8 weights",
+        "compiled blocks, first call",
+        "compiled blocks",
         "VAE tiled decode",
     }, [(r.case, r.variant, r.status) for r in smoke.rows]
     assert smoke.peak_tflops and smoke.peak_tflops > 0
