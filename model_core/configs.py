@@ -3,7 +3,8 @@
 `PRESETS[name]` gives the `DiTConfig` of a released checkpoint (`hunyuanvideo-t2v-720p`, `hunyuancustom-720p`,
 `hunyuancustom-audio-720p`, `hunyuancustom-editing-720p`) or of its `tiny-` twin: the same code paths at a few MB,
 for tests and the local demo. `VAE_PRESETS` (from `model_core.vae.config`) holds the 3D VAE's; `MODEL_PRESETS` and
-`model_preset(name)` look a name up across families, as the registry's `adrender.preset` tag does.
+`model_preset(name)` look a name up across families, as the registry's `adrender.preset` tag does; they include the
+encoders (`ENCODER_PRESETS`) and the HunyuanVideo-Foley releases (`FOLEY_RELEASES`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from dataclasses import dataclass, field, replace
 from model_core.vae.config import VAE_PRESETS, VAEConfig
 
 __all__ = [
+    "ENCODER_PRESETS",
+    "FOLEY_RELEASES",
     "MODEL_PRESETS",
     "PRESETS",
     "VAE_PRESETS",
     "AudioConditionConfig",
-    "ENCODER_PRESETS",
     "DiTConfig",
     "EncoderPreset",
+    "FoleyRelease",
     "VAEConfig",
     "dit_preset",
     "model_preset",
@@ -164,8 +167,9 @@ class EncoderPreset:
     """A conditioning encoder kept as a transformers folder (config.json, weights, tokenizer or feature extractor).
 
     family: which loader reads it: "llava" (`LlavaTextEncoder`), "clip-text" (`ClipPooledEncoder`),
-        "whisper" (`WhisperAudioEncoder`), or a QC model of `model_core.qc`: "qc-clip" (`ClipScorer`, the full
-        CLIP with both towers), "qc-dinov2" (`DinoScorer`), "qc-arcface" (`IResNet`).
+        "whisper" (`WhisperAudioEncoder`), "siglip2" and "clap" (Foley's `SiglipImageEncoder` and
+        `ClapTextEncoder`), or a QC model of `model_core.qc`: "qc-clip" (`ClipScorer`, the full CLIP with both
+        towers), "qc-dinov2" (`DinoScorer`), "qc-arcface" (`IResNet`).
     model_types: the `model_type` values its config.json may carry; anything else is the wrong folder.
     """
 
@@ -191,15 +195,72 @@ ENCODER_PRESETS: dict[str, EncoderPreset] = {
     "tiny-clip-vit-base": EncoderPreset("qc-clip", ("clip",), "tiny random CLIP, both towers"),
     "tiny-dinov2": EncoderPreset("qc-dinov2", ("dinov2",), "tiny random DINOv2"),
     "tiny-arcface": EncoderPreset("qc-arcface", ("arcface-iresnet",), "tiny random ArcFace IResNet"),
+    # HunyuanVideo-Foley's conditioning encoders: google/siglip2-base-patch16-512 (pooled image features; its
+    # config.json says "siglip") and laion/larger_clap_general (the text tower's last_hidden_state)
+    "siglip2-base-patch16-512": EncoderPreset(
+        "siglip2", ("siglip", "siglip2"), "SigLIP2 base, 512 px (Foley)"
+    ),
+    "larger-clap-general": EncoderPreset("clap", ("clap", "clap_text_model"), "CLAP text tower (Foley)"),
+    "tiny-siglip2": EncoderPreset("siglip2", ("siglip", "siglip2"), "tiny random SigLIP2"),
+    "tiny-clap": EncoderPreset("clap", ("clap", "clap_text_model"), "tiny random CLAP text tower"),
+}
+
+
+# HunyuanVideo-Foley: the file names of the release (Tencent-Hunyuan/HunyuanVideo-Foley, README "Download
+# Pretrained Models")
+FOLEY_FILE = "hunyuanvideo_foley.pth"  # xxl
+FOLEY_XL_FILE = "hunyuanvideo_foley_xl.pth"
+FOLEY_DAC_FILE = "vae_128d_48k.pth"
+FOLEY_SYNCHFORMER_FILE = "synchformer_state_dict.pth"
+
+
+@dataclass(frozen=True)
+class FoleyRelease:
+    """One registered folder of HunyuanVideo-Foley as the release ships it: the MMDiT, the DAC-VAE and the
+    Synchformer files side by side (SigLIP2 and CLAP are registered as models of their own).
+
+    dit: a `model_core.audio.foley.FOLEY_PRESETS` name; dac: a `foley.dac.DAC_PRESETS` name (the released file
+    carries its own kwargs, which win); synchformer: a `foley.synchformer.SYNCHFORMER_PRESETS` name; dit_file: the
+    MMDiT's file in the folder.
+    """
+
+    dit: str
+    dac: str
+    synchformer: str
+    dit_file: str
+    description: str = field(default="", compare=False)
+
+    @property
+    def files(self) -> tuple[str, str, str]:
+        """The three files the folder holds."""
+        return (self.dit_file, FOLEY_DAC_FILE, FOLEY_SYNCHFORMER_FILE)
+
+
+FOLEY_RELEASES: dict[str, FoleyRelease] = {
+    "hunyuanvideo-foley-xxl": FoleyRelease(
+        "hunyuanvideo-foley-xxl", "dac-vae-48k", "synchformer", FOLEY_FILE, "HunyuanVideo-Foley XXL (5.1B)"
+    ),
+    "hunyuanvideo-foley-xl": FoleyRelease(
+        "hunyuanvideo-foley-xl", "dac-vae-48k", "synchformer", FOLEY_XL_FILE, "HunyuanVideo-Foley XL (2.9B)"
+    ),
+    "tiny-hunyuanvideo-foley": FoleyRelease(
+        "tiny-hunyuanvideo-foley", "tiny-dac-vae", "tiny-synchformer", FOLEY_FILE, "tiny HunyuanVideo-Foley"
+    ),
 }
 
 
 # Every preset name a registered model version may carry in its `adrender.preset` tag. Names are unique across
 # families, so one lookup serves the registry and the pipeline steps.
-MODEL_PRESETS: Mapping[str, DiTConfig | VAEConfig | EncoderPreset] = {**PRESETS, **VAE_PRESETS, **ENCODER_PRESETS}
+# HunyuanVideo-Foley releases (`FOLEY_RELEASES`): one folder with the MMDiT, the DAC-VAE and the Synchformer.
+MODEL_PRESETS: Mapping[str, DiTConfig | VAEConfig | EncoderPreset | FoleyRelease] = {
+    **PRESETS,
+    **VAE_PRESETS,
+    **ENCODER_PRESETS,
+    **FOLEY_RELEASES,
+}
 
 
-def model_preset(name: str) -> DiTConfig | VAEConfig | EncoderPreset:
+def model_preset(name: str) -> DiTConfig | VAEConfig | EncoderPreset | FoleyRelease:
     """Any model family's preset by name, with an error that lists the known names."""
     try:
         return MODEL_PRESETS[name]

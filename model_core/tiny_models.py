@@ -9,6 +9,9 @@ Each `tiny-` preset is written as a folder in the format of the released files, 
 - `tiny-clip`: CLIP text tower `save_pretrained` + tokenizer; `text.ClipPooledEncoder.from_pretrained`.
 - `tiny-whisper`: `WhisperModel` `save_pretrained` + feature extractor;
   `audio.WhisperAudioEncoder.from_pretrained`.
+- `tiny-hunyuanvideo-foley`: the Foley MMDiT, DAC-VAE and Synchformer files as released
+  (`audio.foley.tiny.write_tiny_foley`); `tiny-siglip2` (a `SiglipModel`) and `tiny-clap` (a CLAP text tower +
+  tokenizer): Foley's image and text encoders.
 - QC models: `tiny-clip-vit-base` (a full `CLIPModel`, both towers, + tokenizer; `qc.ClipScorer`),
   `tiny-dinov2` (`Dinov2Model`; `qc.DinoScorer`), `tiny-arcface` (`config.json` + `model.safetensors` of an
   IResNet with one unit per stage; `qc.IResNet.from_pretrained`).
@@ -51,7 +54,7 @@ from transformers import (
     WhisperModel,
 )
 
-from model_core.configs import ENCODER_PRESETS, PRESETS
+from model_core.configs import ENCODER_PRESETS, FOLEY_RELEASES, PRESETS
 from model_core.text.templates import (
     DEFAULT_SUBJECT_WORD,
     IDENTITY_SUFFIX,
@@ -94,6 +97,9 @@ TINY_MODELS: Mapping[str, str] = {
     "llava-llama-3-8b": "tiny-llava",
     "clip-vit-large": "tiny-clip",
     "whisper-tiny": "tiny-whisper",
+    "hunyuanvideo-foley": "tiny-hunyuanvideo-foley",
+    "siglip2-base-patch16-512": "tiny-siglip2",
+    "larger-clap-general": "tiny-clap",
 }
 
 DIT_FILE = "mp_rank_00_model_states.pt"  # the name the official DiT releases use
@@ -429,7 +435,8 @@ def tiny_dit_state_dict(preset: str, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def _tiny_presets() -> list[str]:
-    return sorted(n for n in (*PRESETS, *VAE_PRESETS, *ENCODER_PRESETS) if n.startswith("tiny-"))
+    names = (*PRESETS, *VAE_PRESETS, *ENCODER_PRESETS, *FOLEY_RELEASES)
+    return sorted(n for n in names if n.startswith("tiny-"))
 
 
 def write_tiny_model(role_preset: str, folder: str | Path, seed: int = 0) -> Path:
@@ -458,6 +465,10 @@ def write_tiny_model(role_preset: str, folder: str | Path, seed: int = 0) -> Pat
 def _write(role_preset: str, folder: Path, seed: int) -> None:
     if role_preset in PRESETS:
         torch.save({"module": tiny_dit_state_dict(role_preset, seed)}, folder / DIT_FILE)
+    elif role_preset in FOLEY_RELEASES:
+        from model_core.audio.foley.tiny import write_tiny_foley
+
+        write_tiny_foley(role_preset, folder, seed)
     elif role_preset in VAE_PRESETS:
         from model_core.vae import CausalVAE3D
         from model_core.vae.loading import save_vae
@@ -475,6 +486,16 @@ def _write(role_preset: str, folder: Path, seed: int) -> None:
         elif family == "clip-text":
             tokenizer = clip_byte_tokenizer()
             tiny_clip(tokenizer, seed).save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+        elif family == "siglip2":
+            from model_core.audio.foley.tiny import tiny_siglip2
+
+            tiny_siglip2(seed).save_pretrained(folder)
+        elif family == "clap":
+            from model_core.audio.foley.tiny import tiny_clap
+
+            tokenizer = clip_byte_tokenizer()
+            tiny_clap(tokenizer, seed).save_pretrained(folder)
             tokenizer.save_pretrained(folder)
         elif family == "qc-clip":
             tokenizer = clip_byte_tokenizer()

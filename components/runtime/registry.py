@@ -827,10 +827,12 @@ def check_checkpoint(folder: str | Path, preset: str) -> None:
     The preset must exist (``model_core.configs.MODEL_PRESETS``). DiT and VAE presets: the checkpoint file
     (the names ``model_core.checkpoints.resolve_checkpoint_file`` looks for, or an ``*_fp8`` file) must hold
     exactly the preset's keys and shapes; safetensors headers and memory-mapped torch files are read, not
-    the weights. Encoder presets: ``config.json`` must carry one of the preset's ``model_type`` values.
+    the weights. Encoder presets: ``config.json`` must carry one of the preset's ``model_type`` values. Foley
+    presets: the release's three files (MMDiT, DAC-VAE, Synchformer) with the preset's keys and shapes (the
+    training-only and unused keys the loaders drop by name are allowed).
     The message names the preset the files fit best. Imports model_core (and torch) on first use.
     """
-    from model_core.configs import MODEL_PRESETS, DiTConfig, EncoderPreset, VAEConfig
+    from model_core.configs import MODEL_PRESETS, DiTConfig, EncoderPreset, FoleyRelease, VAEConfig
 
     folder = Path(folder)
     config = MODEL_PRESETS.get(preset)
@@ -838,6 +840,13 @@ def check_checkpoint(folder: str | Path, preset: str) -> None:
         raise PresetMismatch(
             f"unknown preset {preset!r}{_fit_hint(folder)}; known presets: {', '.join(sorted(MODEL_PRESETS))}"
         )
+    if isinstance(config, FoleyRelease):
+        from model_core.audio.foley.release import release_problems
+
+        problems = release_problems(folder, config)
+        if problems:
+            raise PresetMismatch(f"{folder} does not fit Foley preset {preset!r}: " + "\n".join(problems))
+        return
     if isinstance(config, EncoderPreset):
         model_type = _model_type(folder)
         if model_type in config.model_types:

@@ -14,6 +14,7 @@ import yaml
 
 from components.runtime.registry import Registry, RegistryError, ResolvedModel
 from components.runtime.spec import Mode, ModelRefs
+from model_core.configs import ENCODER_PRESETS
 from model_core.io.ffmpeg_decode import decode_audio, read_image, read_video_frames
 from model_core.tiny_models import TINY_MODELS
 from pipelines.bootstrap import TINY_SOURCE, bootstrap_tiny
@@ -33,11 +34,16 @@ def bootstrapped(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, li
 
 def test_the_tiny_names_are_the_campaign_defaults() -> None:
     defaults = ModelRefs()
-    names = {ref.split("@")[0] for mode in Mode for ref in defaults.for_mode(mode, foley=False).values()}
-    assert names == set(TINY_MODELS)
-    assert all(
-        ref.endswith("@production") for mode in Mode for ref in defaults.for_mode(mode, foley=False).values()
-    )
+    refs = [ref for mode in Mode for ref in defaults.for_mode(mode, foley=True).values()]
+    names = {ref.split("@")[0] for ref in refs}
+    # the QC models are not campaign references: qc_metrics resolves them by name
+    qc = {
+        n
+        for n, p in TINY_MODELS.items()
+        if p in ENCODER_PRESETS and ENCODER_PRESETS[p].family.startswith("qc-")
+    }
+    assert names | qc == set(TINY_MODELS) and not names & qc
+    assert all(ref.endswith("@production") for ref in refs)
 
 
 def test_bootstrap_twice_registers_nothing_new(bootstrapped: tuple[Registry, list[ResolvedModel]]) -> None:
@@ -52,9 +58,14 @@ def test_bootstrap_twice_registers_nothing_new(bootstrapped: tuple[Registry, lis
 
 
 def test_every_model_resolves_fetches_and_loads(bootstrapped: tuple[Registry, list[ResolvedModel]]) -> None:
+    from transformers import AutoModel, AutoTokenizer, ClapTextModelWithProjection
+
+    from components.runtime.registry import check_checkpoint
     from model_core.audio import WhisperAudioEncoder
+    from model_core.audio.foley.encoders import ClapTextEncoder, SiglipImageEncoder
+    from model_core.audio.foley.release import load_release
     from model_core.checkpoints import load_model
-    from model_core.configs import PRESETS
+    from model_core.configs import FOLEY_RELEASES, PRESETS
     from model_core.text import ClipPooledEncoder, LlavaTextEncoder
     from model_core.vae import load_vae
 
@@ -73,9 +84,23 @@ def test_every_model_resolves_fetches_and_loads(bootstrapped: tuple[Registry, li
         elif preset == "tiny-clip":
             clip = ClipPooledEncoder.from_pretrained(folder, dtype=torch.float32)
             assert clip.encode(["a woman smiles"]).shape == (1, 16)
-        else:
+        elif preset == "tiny-whisper":
             whisper = WhisperAudioEncoder.from_pretrained(folder)
             assert whisper.hidden_states(torch.zeros(16000).numpy()).shape == (1, 1500, 5, 16)
+        elif preset == "tiny-hunyuanvideo-foley":
+            models = load_release(folder, FOLEY_RELEASES[preset])
+            assert models.dropped == [] and models.dac.hop_length == 960 and models.dac.sample_rate == 48000
+        elif preset == "tiny-siglip2":
+            siglip = SiglipImageEncoder(AutoModel.from_pretrained(folder))
+            assert siglip(torch.zeros(3, 3, 32, 32)).shape == (3, 32)
+        elif preset == "tiny-clap":
+            clap = ClapTextEncoder(
+                ClapTextModelWithProjection.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+            )
+            negative, prompt = clap.encode("a bottle clinks")
+            assert negative.shape == prompt.shape and prompt.shape[-1] == 32
+        else:
+            check_checkpoint(folder, preset)
 
 
 def test_an_alias_on_a_released_checkpoint_is_not_moved_without_force(tmp_path: Path) -> None:
