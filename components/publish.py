@@ -3,13 +3,17 @@
 Deliverables go to ``<output_prefix>/<campaign>/<job>/<unit>.mp4`` with ``<unit>.json`` beside it: campaign,
 job, unit, seed, the original and rewritten prompt, every model (name, version, preset, file sha256), the
 sampling settings, the seconds each step took, the code version and the unit's render digest (``plan``
-skips a unit whose published digest matches). Steps that did not run for a unit (foley and QC until they
-exist) are listed as such; no score is made up. ``index`` writes ``<output_prefix>/<campaign>/index.json``
-listing every deliverable of the campaign, with presigned URLs on S3.
+skips a unit whose published digest matches), and the QC result (``qc``: verdict, failed checks, scores, every
+check and the key of the full ``qc.json``) when ``qc_metrics`` ran. A unit that fails QC is still published,
+marked ``qc.verdict: fail``, never dropped. Steps that did not run for a unit (foley until it exists) are
+listed as such; no score is made up. ``index`` writes ``<output_prefix>/<campaign>/index.json`` listing every
+deliverable of the campaign with its QC verdict (presigned URLs on S3), then the campaign's QC report
+``qc-report.html`` beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -48,7 +52,7 @@ PIPELINE_STEPS = (
 )
 _NOT_BUILT = {
     "v2a_foley": "not run: the foley step is not part of this version",
-    "qc_metrics": "not run: the QC step is not part of this version",
+    "qc_metrics": "not run: no qc manifest was given to publish",
 }
 URL_LIFETIME = timedelta(days=7)
 
@@ -132,6 +136,21 @@ def _provenance(
     }
 
 
+def _qc_record(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The provenance's ``qc`` section: the verdict and scores of ``qc.json`` without its thumbnails."""
+    return {
+        "verdict": doc["verdict"],
+        "failed": doc["failed"],
+        "rerender": doc["rerender"],
+        "profile": doc["profile"],
+        "scores": doc["scores"],
+        "models": doc["models"],
+        "checks": doc["checks"],
+        "attempts": [{"seed": doc["seed"], "verdict": doc["verdict"], "failed": doc["failed"]}],
+        "key": key,
+    }
+
+
 def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
     """Publish a shard (needs ``upstream['video']`` and ``upstream['prompts']``; every other upstream manifest
     adds its timings to the provenance); returns the step manifest key."""
@@ -171,11 +190,19 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
                     "rewrite_note": data.get("reason"),
                 }
             record["video"] = {"key": keys["video"], "sha256": src.sha256, "bytes": src.size}
+            qc = ups["qc"].ok(unit.unit_id) if "qc" in ups else None
+            if qc is not None:
+                record["qc"] = _qc_record(
+                    json.loads(ctx.store.get_bytes(qc.artifacts["qc"].key)), qc.artifacts["qc"].key
+                )
             # the provenance is written last: plan treats it as the mark of a published unit
             ctx.store.put_bytes(
                 keys["provenance"], (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode()
             )
-            return {"deliverable": keys["video"]}
+            return {
+                "deliverable": keys["video"],
+                **({"qc": record["qc"]["verdict"]} if "qc" in record else {}),
+            }
 
         # a unit published before with another render digest is overwritten: check digests, not existence
         outputs: dict[str, UnitOutput] = {}
@@ -216,6 +243,8 @@ def index(ctx: StepContext, plan_key: str, publish_keys: Sequence[str] = ()) -> 
             try:
                 info = artifact_ref(ctx.store, mp4)
                 entry |= {"status": "published", "sha256": info.sha256, "bytes": info.size}
+                with contextlib.suppress(ObjectNotFound, ValueError, AttributeError):
+                    entry["qc"] = json.loads(ctx.store.get_bytes(entry["provenance"]))["qc"]["verdict"]
                 if isinstance(ctx.store, S3Store):
                     entry["url"] = ctx.store.presigned_url(mp4, URL_LIFETIME)
                 else:
@@ -233,9 +262,16 @@ def index(ctx: StepContext, plan_key: str, publish_keys: Sequence[str] = ()) -> 
         "counts": {
             s: sum(1 for e in entries if e["status"] == s) for s in ("published", "failed", "missing")
         },
+        "qc": {
+            "counts": {v: sum(1 for e in entries if e.get("qc") == v) for v in ("pass", "fail")},
+            "report": f"{plan.output_prefix}/{plan.campaign_id}/qc-report.html",
+        },
     }
     key = f"{plan.output_prefix}/{plan.campaign_id}/index.json"
     ctx.store.put_bytes(key, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode())
+    from components.report import write_report
+
+    write_report(ctx.store, plan.output_prefix, plan.campaign_id)
     return key
 
 

@@ -97,6 +97,10 @@ TINY_MODELS: Mapping[str, str] = {
     "llava-llama-3-8b": "tiny-llava",
     "clip-vit-large": "tiny-clip",
     "whisper-tiny": "tiny-whisper",
+    # QC models (model_core.qc), resolved by qc_metrics as <name>@production
+    "clip-vit-base-patch32": "tiny-clip-vit-base",
+    "dinov2-base": "tiny-dinov2",
+    "arcface-r100": "tiny-arcface",
     "hunyuanvideo-foley": "tiny-hunyuanvideo-foley",
     "siglip2-base-patch16-512": "tiny-siglip2",
     "larger-clap-general": "tiny-clap",

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from components.report import add_report
 from components.runtime.settings import RuntimeSettings, SettingsError
 from components.runtime.spec import CampaignError, CampaignIssue, load_campaign
 from pipelines.kfp_commands import add_compile, add_runs, add_schedule, add_submit
@@ -108,6 +109,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     add_submit,
     add_schedule,
     add_runs,
+    add_report,
 )
 
 

@@ -2,7 +2,8 @@
 
 Each stage runs the step module ``components.<name>`` with ``--input NAME=<manifest key of an earlier stage>``
 for each entry of ``inputs``. ``distributed`` stages run under torchrun (one process per GPU, or N gloo
-processes on a CPU machine). Foley and QC plug in as two more stages between ``tiled_decode`` and ``publish``.
+processes on a CPU machine). ``qc_metrics`` checks and scores the final video between ``tiled_decode`` and
+``publish`` (foley plugs in before it: ``qc_metrics`` then also takes ``foley``, the muxed mp4).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("vae_encode"),
     Stage("dit_sample", {"text": "llava_encode", "cond": "vae_encode"}, distributed=True),
     Stage("tiled_decode", {"latents": "dit_sample"}, distributed=True),
+    Stage("qc_metrics", {"video": "tiled_decode"}),
     Stage(
         "publish",
         {
@@ -33,6 +35,7 @@ STAGES: tuple[Stage, ...] = (
             "cond": "vae_encode",
             "latents": "dit_sample",
             "video": "tiled_decode",
+            "qc": "qc_metrics",
         },
     ),
 )

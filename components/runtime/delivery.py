@@ -20,8 +20,8 @@ Every profile expects MP4 with H.264 video in ``yuv420p`` (High, Main or Constra
 when the file has sound, AAC-LC at 48 kHz stereo. Size, frame rate and duration are per render unit, so they
 are passed to :func:`check_delivery` as :class:`Expected`. LUFS and LKFS are the same unit (ITU-R BS.1770).
 
-Check statuses: ``pass``, ``fail``, ``warn`` (reported, does not fail the file) and ``n/a`` (not applicable,
-e.g. loudness of a file that is silent by design). Each check also says whether a new render seed can fix it
+Check statuses: ``pass``, ``fail``, ``warn`` (reported, does not fail the file), ``info`` (a measurement
+with no limit in the profile) and ``n/a`` (not applicable, e.g. loudness of a file that is silent by design). Each check also says whether a new render seed can fix it
 (``seed_fixable``: black or frozen picture can; a wrong codec or a missing soundtrack cannot).
 """
 
@@ -48,7 +48,7 @@ __all__ = [
     "delivery_profile",
 ]
 
-CheckStatus = Literal["pass", "fail", "warn", "n/a"]
+CheckStatus = Literal["pass", "fail", "warn", "info", "n/a"]
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def check_loudness(
         ),
         Check(
             "loudness.range",
-            "pass" if target.max_range_lu is None else _status(measured.range_lu <= target.max_range_lu),
+            "info" if target.max_range_lu is None else _status(measured.range_lu <= target.max_range_lu),
             _db(measured.range_lu),
             "reported (no limit in the profile)"
             if target.max_range_lu is None

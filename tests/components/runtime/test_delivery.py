@@ -106,7 +106,7 @@ def test_profiles_name_their_standards() -> None:
 def test_conforming_ad_passes_every_check(good: Path) -> None:
     report = delivery.check_delivery(good, R128, EXPECTED)
     checks = by_name(report)
-    assert report.passed, [c for c in report.checks if c.status != "pass"]
+    assert report.passed, [c for c in report.checks if c.status not in ("pass", "info")]
     assert checks["loudness.integrated"].measured == pytest.approx(-23.0, abs=0.3)
     assert checks["loudness.true_peak"].measured == pytest.approx(-23.0, abs=0.5)
     assert checks["loudness.short_term_max"].measured == pytest.approx(-23.0, abs=0.3)
@@ -167,7 +167,7 @@ def test_loudness_range_limit(folder: Path) -> None:
     checks = {c.name: c for c in delivery.check_loudness(measured, target)}
     assert checks["loudness.range"].status == "fail"
     reported = {c.name: c for c in delivery.check_loudness(measured, R128.loudness)}
-    assert reported["loudness.range"].status == "pass" and "no limit" in reported["loudness.range"].limit
+    assert reported["loudness.range"].status == "info" and "no limit" in reported["loudness.range"].limit
 
 
 def test_black_and_frozen_inserts_are_found_with_the_campaign_thresholds(folder: Path) -> None:

@@ -1,0 +1,392 @@
+"""qc_metrics: every unit's finished video checked and scored, with a verdict against the campaign's QC profile.
+
+For each unit the step takes the final mp4 (the foley step's muxed file when foley ran, else the silent
+decode) and writes ``qc.json`` beside the other artifacts of the unit:
+
+1. delivery checks (``components.runtime.delivery``): loudness against the profile named by the campaign's
+   ``qc.name``, black and frozen stretches with the campaign's thresholds, file conformance;
+2. model metrics (``model_core.qc``), each with its recipe: CLIP-B-T and temporal consistency (CLIP ViT-B,
+   registered as ``clip-vit-base-patch32``), DINO-Sim against each subject's reference image (``dinov2-base``),
+   VBench's dynamic degree (no model: the flow of ``model_core.qc.flow``). Face-Sim needs a face detector,
+   which this version does not have: it is reported as not run;
+3. the verdict: ``fail`` when any check fails. The thresholds are the campaign's (``qc``): loudness tolerance,
+   black and freeze limits, ``min_text_video_similarity`` for CLIP-B-T, ``min_identity_similarity`` for
+   DINO-Sim; a metric without a threshold is reported (``info``), not judged. ``rerender`` says whether a new
+   seed could fix the failure (picture content and model scores can; file format and loudness cannot).
+
+QC models are resolved as ``<name>@production`` once per step run and their versions recorded in the unit's
+result (a model that is not registered leaves its metrics "not run", with the reason); they are loaded once per
+process. ``qc.json`` also holds first / middle / last thumbnails and the reference images as small PNGs, and the
+loudness curve, for the report (``components.report``).
+
+``python -m components.qc_metrics --shard KEY --input video=KEY [--input foley=KEY]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.runtime.delivery import Check, Expected, check_delivery, delivery_profile
+from components.runtime.manifest import (
+    ArtifactRef,
+    PlanManifest,
+    ShardManifest,
+    StepManifest,
+    UnitOutput,
+    UnitPlan,
+    content_key,
+    read_manifest,
+)
+from components.runtime.spec import QCProfile
+from components.runtime.step import StepContext, shard_step, step_main, unit_loop
+from components.runtime.telemetry import StepTelemetry
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from model_core.qc import ClipScorer, DinoScorer
+
+__all__ = ["PAPER_AVERAGES", "QC_MODELS", "QC_RECIPE", "STEP", "QCModels", "evaluate", "main", "run"]
+
+STEP = "qc_metrics"
+OUTPUT = "qc.json"
+QC_RECIPE = 1  # bumped when a metric's recipe changes, so cached results are recomputed
+# role -> registered model name (the presets of model_core.configs.ENCODER_PRESETS)
+QC_MODELS: Mapping[str, str] = {
+    "clip": "clip-vit-base-patch32",
+    "dino": "dinov2-base",
+    "arcface": "arcface-r100",
+}
+QC_ALIAS = "production"
+# HunyuanCustom's own averages (paper, Table 1): what a good render of the released model scores, for the report
+PAPER_AVERAGES: Mapping[str, float] = {
+    "face_sim": 0.627,
+    "clip_text": 0.306,
+    "dino_sim": 0.593,
+    "temporal_consistency": 0.958,
+    "dynamic_degree": 0.71,
+}
+THUMB_WIDTH = 160
+
+log = logging.getLogger("adrender.qc_metrics")
+
+
+@dataclass
+class QCModels:
+    """The QC models of one step run: pinned ``name/version`` or the reason a model is missing."""
+
+    versions: dict[str, str]  # role -> name/version
+    missing: dict[str, str]  # role -> why it is not available
+    folders: dict[str, Path]
+
+    @classmethod
+    def resolve(
+        cls, ctx: StepContext, names: Mapping[str, str] = QC_MODELS, alias: str = QC_ALIAS
+    ) -> QCModels:
+        """Resolve each QC model as ``name@alias`` once; a missing one is recorded, not raised."""
+        from components.runtime.registry import ModelRef, RegistryError
+
+        versions: dict[str, str] = {}
+        missing: dict[str, str] = {}
+        folders: dict[str, Path] = {}
+        for role, name in names.items():
+            try:
+                resolved = ctx.registry.resolve(ModelRef(name, alias=alias))
+                folders[role] = ctx.registry.fetch(resolved)
+                versions[role] = f"{resolved.name}/{resolved.version}"
+            except RegistryError as exc:
+                missing[role] = (
+                    f"{name}@{alias} is not available ({type(exc).__name__}); register it with "
+                    f"`adrender models register {name} FOLDER --preset {name} --alias {alias}`"
+                )
+        return cls(versions, missing, folders)
+
+    def clip(self, ctx: StepContext) -> ClipScorer:
+        from model_core.qc import ClipScorer
+
+        return self._cached(ctx, "clip", lambda f: ClipScorer.from_pretrained(f, device=ctx.device))  # type: ignore[no-any-return]
+
+    def dino(self, ctx: StepContext) -> DinoScorer:
+        from model_core.qc import DinoScorer
+
+        return self._cached(ctx, "dino", lambda f: DinoScorer.from_pretrained(f, device=ctx.device))  # type: ignore[no-any-return]
+
+    def _cached(self, ctx: StepContext, role: str, build: Any) -> Any:
+        key = (f"qc-{role}", self.versions[role])
+        if key not in ctx.model_cache:
+            started = time.perf_counter()
+            ctx.model_cache[key] = build(self.folders[role])
+            log.info("loaded %s %s in %.1f s", role, self.versions[role], time.perf_counter() - started)
+        return ctx.model_cache[key]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one unit
+
+
+def _png(frame: np.ndarray, width: int = THUMB_WIDTH) -> str:
+    """A base64 PNG of a uint8 RGB frame scaled to ``width`` pixels wide."""
+    import torch
+    import torch.nn.functional as F
+
+    from components.report import encode_png
+
+    h, w = frame.shape[:2]
+    if w > width:
+        x = torch.as_tensor(frame.copy()).permute(2, 0, 1)[None].float()
+        size = (max(1, round(h * width / w)), width)
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        frame = x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+    return base64.b64encode(encode_png(frame)).decode("ascii")
+
+
+def _curve(report: Any) -> dict[str, list[float | None]] | None:
+    """The loudness curve for JSON: -inf (a silent window) becomes None."""
+    import math
+
+    curve = report.loudness_curve
+    if curve is None:
+        return None
+    return {
+        k: [v if math.isfinite(v) else None for v in getattr(curve, k)]
+        for k in ("times", "momentary_lufs", "short_term_lufs")
+    }
+
+
+def _model_check(name: str, value: float | None, minimum: float | None, why_not: str | None = None) -> Check:
+    if value is None:
+        return Check(name, "n/a", None, "not run", detail=why_not or "")
+    if minimum is None:
+        return Check(
+            name, "info", round(value, 4), "reported (no threshold in the campaign's qc)", seed_fixable=True
+        )
+    return Check(
+        name, "pass" if value >= minimum else "fail", round(value, 4), f">= {minimum:g}", seed_fixable=True
+    )
+
+
+def evaluate(
+    ctx: StepContext,
+    unit: UnitPlan,
+    video: Path,
+    qc: QCProfile,
+    models: QCModels,
+    *,
+    has_sound: bool,
+    telemetry: StepTelemetry | None = None,
+) -> dict[str, Any]:
+    """Check and score one unit's video; returns the ``qc.json`` document (verdict, checks, scores, thumbnails)."""
+    import numpy as np
+    import torch
+
+    from components.runtime.assets import localize
+    from components.runtime.media import read_video_frames
+    from model_core.io.ffmpeg_decode import read_image
+    from model_core.qc import as_batch, clip_text_score, consistency, dino_similarity, dynamic_degree
+
+    started = time.perf_counter()
+    # 1. delivery checks
+    tolerance = qc.loudness_tolerance_lu if "loudness_tolerance_lu" in qc.model_fields_set else None
+    profile = delivery_profile(qc.name, tolerance_lu=tolerance)
+    expected = Expected(unit.width, unit.height, unit.fps, unit.frames, audio=has_sound)
+    delivery = check_delivery(
+        video,
+        profile,
+        expected,
+        black_min_seconds=qc.black_min_seconds,
+        black_pixel_threshold=qc.black_pixel_threshold,
+        freeze_min_seconds=qc.freeze_min_seconds,
+        freeze_noise=qc.freeze_noise,
+    )
+    checks = list(delivery.checks)
+    if unit.audio_uri is not None and not has_sound:
+        checks.append(
+            Check("audio.driving_track", "warn", False, "the driving audio muxed into the deliverable",
+                  detail="this version publishes the audio-driven render without its voice track")
+        )  # fmt: skip
+
+    # 2. model metrics on the decoded frames
+    frames = np.stack(list(read_video_frames(video)))
+    pixels = as_batch(frames)
+    scores: dict[str, float | None] = {}
+    metrics: dict[str, dict[str, Any]] = {}
+    refs = [read_image(localize(uri, ctx.settings, ctx.scratch("assets"))) for uri in unit.subject_images]
+    with torch.no_grad():
+        if "clip" in models.versions:
+            clip = models.clip(ctx)
+            emb = clip.image_embeddings(pixels)
+            scores["clip_text"] = clip_text_score(emb, clip.text_embeddings([unit.prompt])[0])
+            scores["temporal_consistency"] = consistency(emb)
+            recipe = "CLIP ViT-B: mean cosine(prompt, frame) over every frame"
+            metrics["clip_text"] = {"model": models.versions["clip"], "recipe": recipe, "frames": len(frames)}
+            metrics["temporal_consistency"] = {
+                "model": models.versions["clip"],
+                "recipe": "VBench: mean of (max(0,cos(f_i,f_i-1)) + max(0,cos(f_i,f_0)))/2 on CLIP ViT-B features",
+            }
+        else:
+            for name in ("clip_text", "temporal_consistency"):
+                scores[name] = None
+                metrics[name] = {"not_run": models.missing["clip"]}
+        if not refs:
+            scores["dino_sim"] = None
+            metrics["dino_sim"] = {"not_run": "the job has no subject image"}
+        elif "dino" in models.versions:
+            dino = models.dino(ctx)
+            frame_emb = dino.embeddings(pixels)
+            per_subject = [dino_similarity(dino.embeddings(as_batch(r))[0], frame_emb) for r in refs]
+            scores["dino_sim"] = float(sum(per_subject) / len(per_subject))
+            metrics["dino_sim"] = {
+                "model": models.versions["dino"],
+                "recipe": "DINOv2 CLS cosine, whole frame vs whole reference image (no segmentation)",
+                "region": "full-frame",
+                "per_subject": [round(s, 4) for s in per_subject],
+            }
+        else:
+            scores["dino_sim"] = None
+            metrics["dino_sim"] = {"not_run": models.missing["dino"]}
+        dd = dynamic_degree(pixels, unit.fps)
+        scores["dynamic_degree"] = 1.0 if dd.dynamic else 0.0
+        metrics["dynamic_degree"] = {"recipe": f"VBench rule on {dd.flow} flow", **asdict(dd)}
+    scores["face_sim"] = None
+    metrics["face_sim"] = {
+        "not_run": "no face detector in this version (the ArcFace embedder is model_core.qc.IResNet)"
+        if refs
+        else "the job has no subject image"
+    }
+    checks += [
+        _model_check("model.clip_text", scores["clip_text"], qc.min_text_video_similarity,
+                     metrics["clip_text"].get("not_run")),
+        _model_check("model.dino_sim", scores["dino_sim"], qc.min_identity_similarity,
+                     metrics["dino_sim"].get("not_run")),
+        _model_check("model.face_sim", None, qc.min_identity_similarity, metrics["face_sim"]["not_run"]),
+        _model_check("model.temporal_consistency", scores["temporal_consistency"], None,
+                     metrics["temporal_consistency"].get("not_run")),
+        _model_check("model.dynamic_degree", scores["dynamic_degree"], None),
+    ]  # fmt: skip
+
+    # 3. the verdict
+    failed = [c for c in checks if c.failed]
+    if telemetry is not None:
+        for name, value in scores.items():
+            if value is not None:
+                telemetry.qc_score(name, value)
+    n = len(frames)
+    return {
+        "format": 1,
+        "recipe": QC_RECIPE,
+        "campaign": None,  # set by the step
+        "job": unit.job_id,
+        "unit": unit.unit_id,
+        "seed": unit.seed,
+        "prompt": unit.prompt,
+        "profile": profile.name,
+        "profile_source": profile.source,
+        "thresholds": qc.model_dump(),
+        "verdict": "fail" if failed else "pass",
+        "failed": [c.name for c in failed],
+        "rerender": bool(failed) and all(c.seed_fixable for c in failed),
+        "checks": [asdict(c) for c in checks],
+        "scores": scores,
+        "metrics": metrics,
+        "paper_averages": dict(PAPER_AVERAGES),
+        "models": dict(models.versions),
+        "loudness_curve": _curve(delivery),
+        "thumbnails": {
+            "first": _png(frames[0]),
+            "middle": _png(frames[n // 2]),
+            "last": _png(frames[-1]),
+            "references": [_png(r) for r in refs],
+        },
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the step
+
+
+def campaign_qc(ctx: StepContext, shard: ShardManifest) -> QCProfile:
+    """The campaign's QC profile, read from the campaign file the plan names (the default profile if unreadable)."""
+    from components.runtime.assets import localize
+    from components.runtime.spec import CampaignError, load_campaign
+
+    plan = read_manifest(ctx.store, shard.plan_key, PlanManifest)
+    try:
+        path = localize(plan.campaign_uri, ctx.settings, ctx.scratch("campaign"))
+        return load_campaign(path).qc
+    except (CampaignError, OSError, ValueError) as exc:
+        log.warning(
+            "cannot read the QC profile of %s (%s); using the default profile", plan.campaign_uri, exc
+        )
+        return QCProfile()
+
+
+def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
+    """Check and score a shard (needs ``upstream['video']``; ``upstream['foley']`` when foley ran); returns the
+    step manifest key."""
+    if "video" not in upstream:
+        raise ValueError(f"{STEP} needs --input video=<tiled_decode manifest key>")
+
+    def work(
+        shard: ShardManifest, ups: Mapping[str, StepManifest], telemetry: StepTelemetry
+    ) -> dict[str, UnitOutput]:
+        qc = campaign_qc(ctx, shard)
+        models = QCModels.resolve(ctx)
+        for role, why in models.missing.items():
+            log.warning("QC %s metrics will not run: %s", role, why)
+        video, foley = ups["video"], ups.get("foley")
+
+        def source(unit: UnitPlan) -> tuple[ArtifactRef, bool]:
+            muxed = foley.ok(unit.unit_id) if foley is not None else None
+            if muxed is not None and "video" in muxed.artifacts:
+                return muxed.artifacts["video"], True
+            return video.units[unit.unit_id].artifacts["video"], False
+
+        def keys_for(unit: UnitPlan) -> dict[str, str]:
+            ref, sound = source(unit)
+            payload = {
+                "video": ref.sha256,
+                "sound": sound,
+                "qc": qc.model_dump(),
+                "models": dict(sorted(models.versions.items())),
+                "prompt": unit.prompt,
+                "references": [unit.assets.get(u, u) for u in unit.subject_images],
+                "recipe": QC_RECIPE,
+            }
+            return {"qc": content_key(shard.prefix, shard.campaign_id, unit.unit_id, STEP, payload, OUTPUT)}
+
+        def body(unit: UnitPlan, keys: Mapping[str, str]) -> dict[str, Any]:
+            ref, sound = source(unit)
+            path = ctx.scratch("qc") / f"{unit.unit_id}-{os.getpid()}.mp4"
+            ctx.store.get_file(ref.key, path)
+            try:
+                doc = evaluate(ctx, unit, path, qc, models, has_sound=sound, telemetry=telemetry)
+            finally:
+                path.unlink(missing_ok=True)
+            doc["campaign"] = shard.campaign_id
+            doc["video"] = {"key": ref.key, "sha256": ref.sha256}
+            ctx.store.put_bytes(keys["qc"], (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
+            log.info("%s %s: QC %s %s", STEP, unit.unit_id, doc["verdict"], " ".join(doc["failed"]))
+            return {"verdict": doc["verdict"], "failed": doc["failed"], "rerender": doc["rerender"]}
+
+        ups_list = [video] if foley is None else [video, foley]
+        return unit_loop(ctx, shard, STEP, keys_for, body, telemetry=telemetry, upstream=ups_list)
+
+    return shard_step(ctx, STEP, shard_key, upstream, work)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return step_main(STEP, run, argv, description=__doc__ or "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

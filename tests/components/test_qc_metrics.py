@@ -1,0 +1,169 @@
+"""qc_metrics in the render DAG: tiny models from a real sqlite MLflow, real ffmpeg, the report in Chromium.
+
+The scores are checked against a computation made here from the published mp4 with the registered tiny CLIP,
+and the verdict against the campaign's thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from components.report import encode_png, render_html
+from components.runtime.media import read_video_frames
+from components.runtime.step import StepContext
+from model_core.qc import ClipScorer, as_batch, clip_text_score, consistency
+from pipelines.local import RenderOptions, render
+from tests.campaigns import ALL_MODES, write_campaign
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _deliverable(store: Path, job: str, unit: str) -> Path:
+    return store / "deliverables/test-campaign" / job / f"{unit}.mp4"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory, tiny_registry: object, demo_media: Path) -> Path:
+    """The first two demo jobs (identity image, audio-driven) rendered once; one has a CLIP-B-T threshold above
+    anything a render reaches, so it fails QC."""
+    from components.runtime.settings import RuntimeSettings
+    from components.runtime.store import LocalStore
+
+    root = tmp_path_factory.mktemp("qc-render")
+    campaign = write_campaign(root, demo_media, ALL_MODES[:2], qc={"min_text_video_similarity": 0.99})
+    store = root / "store"
+    ctx = StepContext(
+        settings=RuntimeSettings(store=store.resolve().as_uri()),
+        store=LocalStore(store),
+        registry=tiny_registry.registry(root / "model-cache"),  # type: ignore[attr-defined]
+        device="cpu",
+        work_dir=root / "work",
+    )
+    report = render(ctx, RenderOptions(campaign, progress=False))
+    assert [u.status for u in report.units] == ["published"] * 2, report.units
+    return root
+
+
+def test_every_unit_is_scored_judged_and_published_with_its_qc(rendered: Path) -> None:
+    store = rendered / "store"
+    index = json.loads((store / "deliverables/test-campaign/index.json").read_text())
+    assert index["counts"]["published"] == 2  # failing QC does not drop a deliverable
+    assert index["qc"]["counts"] == {"pass": 0, "fail": 2}
+    for entry in index["units"]:
+        assert entry["qc"] == "fail"
+        prov = json.loads((store / entry["provenance"]).read_text())
+        qc = prov["qc"]
+        assert qc["verdict"] == "fail" and qc["failed"] == ["model.clip_text"] and qc["rerender"] is True
+        assert prov["steps"]["qc_metrics"]["status"] == "ok"
+        assert qc["attempts"] == [{"seed": prov["seed"], "verdict": "fail", "failed": ["model.clip_text"]}]
+        assert set(qc["models"]) == {"clip", "dino", "arcface"}
+        doc = json.loads((store / qc["key"]).read_text())
+        assert doc["profile"] == "web-r128" and doc["thumbnails"]["first"]
+        checks = {c["name"]: c for c in doc["checks"]}
+        # the silent 64x64, 5-frame render conforms; audio checks do not apply to a render without foley
+        assert {n: c["status"] for n, c in checks.items() if c["status"] == "fail"} == {
+            "model.clip_text": "fail"
+        }
+        assert checks["video.size"]["measured"] == "64x64" and checks["audio.present"]["status"] == "n/a"
+        assert (
+            checks["model.face_sim"]["status"] == "n/a"
+            and "face detector" in checks["model.face_sim"]["detail"]
+        )
+        assert doc["metrics"]["dino_sim"]["region"] == "full-frame"
+    voice = json.loads(
+        (store / "deliverables/test-campaign/man-voiceover/man-voiceover-v00.json").read_text()
+    )
+    doc = json.loads((store / voice["qc"]["key"]).read_text())
+    assert {c["name"]: c["status"] for c in doc["checks"]}["audio.driving_track"] == "warn"
+
+
+def test_scores_match_a_recomputation_from_the_published_video(rendered: Path, tiny_registry: object) -> None:
+    store = rendered / "store"
+    prov = json.loads((store / "deliverables/test-campaign/woman-intro/woman-intro-v00.json").read_text())
+    doc = json.loads((store / prov["qc"]["key"]).read_text())
+    registry = tiny_registry.registry(rendered / "model-cache")  # type: ignore[attr-defined]
+    clip = ClipScorer.from_pretrained(registry.fetch(registry.resolve("clip-vit-base-patch32@production")))
+    frames = as_batch(
+        np.stack(list(read_video_frames(_deliverable(store, "woman-intro", "woman-intro-v00"))))
+    )
+    with torch.no_grad():
+        emb = clip.image_embeddings(frames)
+        text = clip.text_embeddings([doc["prompt"]])[0]
+    assert doc["scores"]["clip_text"] == pytest.approx(clip_text_score(emb, text), abs=1e-5)
+    assert doc["scores"]["temporal_consistency"] == pytest.approx(consistency(emb), abs=1e-5)
+    assert doc["scores"]["dynamic_degree"] in (0.0, 1.0) and 0.0 < doc["scores"]["dino_sim"] <= 1.0
+    assert doc["scores"]["face_sim"] is None
+
+
+def test_report_is_written_beside_the_index_with_failed_units_first(rendered: Path) -> None:
+    page = (rendered / "store/deliverables/test-campaign/qc-report.html").read_text()
+    assert "<b>2 failed</b> of 2 unit(s)" in page
+    assert page.count('class="badge fail"') == 2 and "model.clip_text" in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_adrender_report_command_writes_the_page(rendered: Path) -> None:
+    out = rendered / "report.html"
+    env = {"PATH": "/usr/bin:/bin", "ADRENDER_STORE": (rendered / "store").resolve().as_uri()}
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/adrender"), "report", str(rendered / "campaign.yaml"), "--out", str(out)],
+        capture_output=True, text=True, env=env, cwd=rendered, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "2 unit(s) with QC results, 2 failed" in proc.stdout and out.read_text().startswith(
+        "<!DOCTYPE html>"
+    )
+
+
+def test_png_encoder_round_trips_through_ffmpeg(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 10, 3), dtype=np.uint8)
+    (tmp_path / "x.png").write_bytes(encode_png(rgb))
+    (back,) = list(read_video_frames(tmp_path / "x.png"))
+    assert np.array_equal(back, rgb)
+
+
+def _chromium(page: Path, out: Path) -> tuple[str, str]:
+    assert CHROMIUM is not None
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+            "--virtual-time-budget=5000", "--hide-scrollbars"]  # fmt: skip
+    dom = subprocess.run(
+        [*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    )
+    subprocess.run(
+        [*args, "--window-size=1280,1600", f"--screenshot={out}", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return dom.stdout, dom.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_report_in_headless_chromium(rendered: Path, tmp_path: Path) -> None:
+    page = rendered / "store/deliverables/test-campaign/qc-report.html"
+    shot = tmp_path / "report.png"
+    dom, log = _chromium(page, shot)
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded is not None, dom[:500]
+    assert (
+        loaded[1] == loaded[2] and int(loaded[2]) >= 8
+    )  # 3 frames + 1 reference per unit: every image decodes
+    assert 'data-script-errors="0"' in dom
+    assert "CONSOLE" not in log, log  # nothing logged to the console
+    assert shot.stat().st_size > 10_000
+    # the probe does see a broken image and a script error
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        render_html("x", []).replace(
+            "</body>", '<img src="data:image/png;base64,AAAA"><script>nope()</script></body>'
+        )
+    )
+    dom, log = _chromium(broken, tmp_path / "broken.png")
+    assert 'data-images-loaded="0/1"' in dom and 'data-script-errors="1"' in dom and "CONSOLE" in log
