@@ -56,8 +56,17 @@ DEFAULT_UNITS_PER_SHARD = 16
 _REF_FORWARD_S = 1904.0 / 50
 _REF_TOKENS = 118_800
 _ATTN_SHARE = 0.87
-# the model roles the steps of this version load; the foley model is pinned once the foley step exists
-RENDER_ROLES = ("dit", "vae", "text_encoder", "text_encoder_2", "audio_encoder")
+# the model roles the steps of this version load
+RENDER_ROLES = (
+    "dit",
+    "vae",
+    "text_encoder",
+    "text_encoder_2",
+    "audio_encoder",
+    "foley",
+    "foley_image_encoder",
+    "foley_text_encoder",
+)
 
 
 class PlanError(ValueError):
@@ -197,6 +206,10 @@ def _unit_plan(campaign: Campaign, job: Job, unit: Any, pins: dict[str, ModelPin
         "sampling": sampling,
         "models": models,
         "foley": job.foley.enabled,
+        "foley_prompt": job.foley.prompt or job.prompt,
+        "foley_negative_prompt": job.foley.negative_prompt,
+        "loudness_lufs": job.delivery.loudness_lufs,
+        "true_peak_dbtp": job.delivery.true_peak_dbtp,
         "assets": assets,
     }
     digest = payload_digest({**fields, "delivery": job.delivery.model_dump()})

@@ -137,6 +137,10 @@ class UnitPlan(_Model):
     sampling: dict[str, Any]  # SamplingOptions fields
     models: dict[str, str]  # role -> pinned name/version
     foley: bool = False
+    foley_prompt: str = ""  # what the foley bed should sound like (the job's foley prompt, else its prompt)
+    foley_negative_prompt: str = "noisy, harsh"
+    loudness_lufs: float = -23.0  # the delivery profile: integrated loudness target of the soundtrack
+    true_peak_dbtp: float = -1.0  # and its true-peak ceiling
     assets: dict[str, str] = {}  # URI -> sha256 of every referenced file (s3 URIs: hashed when fetched)
     render_digest: str  # hash of every input, parameter and model version of the unit
 

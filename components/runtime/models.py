@@ -3,8 +3,9 @@
 A step asks for a model by the pin ``plan`` wrote into its shard (``name/version`` + preset); the registry
 downloads and verifies the files once per node, and the loaded object is kept in the step context for the
 rest of the process (the local runner renders every shard in one process and loads each model once).
-The preset tag decides the loader: a DiT or VAE preset from ``model_core.configs``, or an encoder preset
-(LLaVA, CLIP text tower, Whisper) read as a transformers folder.
+The preset tag decides the loader: a DiT or VAE preset from ``model_core.configs``, an encoder preset
+(LLaVA, CLIP text tower, Whisper, SigLIP2, CLAP) read as a transformers folder, or a HunyuanVideo-Foley release
+(the MMDiT, DAC-VAE and Synchformer files of one folder).
 """
 
 from __future__ import annotations
@@ -22,11 +23,24 @@ if TYPE_CHECKING:
     import torch
 
     from model_core.audio import WhisperAudioEncoder
+    from model_core.audio.foley.encoders import ClapTextEncoder, SiglipImageEncoder
+    from model_core.audio.foley.release import FoleyModels
     from model_core.dit import HunyuanDiT
     from model_core.text import ClipPooledEncoder, LlavaTextEncoder
     from model_core.vae import CausalVAE3D
 
-__all__ = ["fetch_pin", "load_clip", "load_dit", "load_llava", "load_vae", "load_whisper", "model_dtype"]
+__all__ = [
+    "fetch_pin",
+    "load_clap",
+    "load_clip",
+    "load_dit",
+    "load_foley",
+    "load_llava",
+    "load_siglip",
+    "load_vae",
+    "load_whisper",
+    "model_dtype",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +85,12 @@ def _cached(ctx: StepContext, role: str, pin: ModelPin, build: Any) -> Any:
 
 
 def _family(pin: ModelPin) -> str:
-    from model_core.configs import ENCODER_PRESETS, PRESETS, VAE_PRESETS
+    from model_core.configs import ENCODER_PRESETS, FOLEY_RELEASES, PRESETS, VAE_PRESETS
 
     if pin.preset in PRESETS:
         return "dit"
+    if pin.preset in FOLEY_RELEASES:
+        return "foley"
     if pin.preset in VAE_PRESETS:
         return "vae"
     if pin.preset in ENCODER_PRESETS:
@@ -172,4 +188,60 @@ def load_whisper(ctx: StepContext, pin: ModelPin) -> WhisperAudioEncoder:
         return WhisperAudioEncoder.from_pretrained(folder, device=ctx.device)
 
     result: WhisperAudioEncoder = _cached(ctx, "audio_encoder", pin, build)
+    return result
+
+
+def load_foley(ctx: StepContext, pin: ModelPin) -> FoleyModels:
+    """The HunyuanVideo-Foley release of a pinned version: the MMDiT (bf16 on GPU, as released; fp32 on CPU),
+    the DAC-VAE and the Synchformer (fp32; the step runs the Synchformer under fp16 autocast on GPU)."""
+    _expect(pin, "foley", "foley")
+
+    def build(folder: Path) -> FoleyModels:
+        from model_core.audio.foley.release import load_release
+        from model_core.configs import FOLEY_RELEASES
+
+        models = load_release(
+            folder, FOLEY_RELEASES[pin.preset], device=ctx.device, dtype=model_dtype(ctx.device)
+        )
+        if models.dropped:
+            log.info("%s: %d training-only or unused keys left out by name", pin.pinned, len(models.dropped))
+        return models
+
+    result: FoleyModels = _cached(ctx, "foley", pin, build)
+    return result
+
+
+def load_siglip(ctx: StepContext, pin: ModelPin) -> tuple[SiglipImageEncoder, int]:
+    """Foley's SigLIP2 image encoder (pooled features) and the square image size it takes (512 released)."""
+    _expect(pin, "siglip2", "foley_image_encoder")
+
+    def build(folder: Path) -> tuple[SiglipImageEncoder, int]:
+        from transformers import AutoModel
+
+        from model_core.audio.foley.encoders import SiglipImageEncoder
+
+        model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=model_dtype(ctx.device))
+        vision = getattr(model, "vision_model", model)
+        config = getattr(model.config, "vision_config", model.config)
+        return SiglipImageEncoder(vision.to(ctx.device).eval()), int(config.image_size)
+
+    result: tuple[SiglipImageEncoder, int] = _cached(ctx, "foley_image_encoder", pin, build)
+    return result
+
+
+def load_clap(ctx: StepContext, pin: ModelPin) -> ClapTextEncoder:
+    """Foley's CLAP text encoder (the text tower's last_hidden_state, fp32 as released)."""
+    _expect(pin, "clap", "foley_text_encoder")
+
+    def build(folder: Path) -> ClapTextEncoder:
+        from transformers import AutoTokenizer, ClapTextModelWithProjection
+
+        from model_core.audio.foley.encoders import ClapTextEncoder
+
+        model = ClapTextModelWithProjection.from_pretrained(folder, local_files_only=True)
+        model = model.to(ctx.device)  # type: ignore[arg-type]  # transformers types .to for dtypes only
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return ClapTextEncoder(model.eval(), tokenizer)
+
+    result: ClapTextEncoder = _cached(ctx, "foley_text_encoder", pin, build)
     return result

@@ -154,7 +154,8 @@ MAX_NESTING = 32
 MAX_NODES = 2_000_000
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
-# HUNYUAN_FACTS.md §2.6 example negative prompt, used by the HunyuanCustom modes when nothing is given.
+# The negative prompt of HunyuanCustom's example scripts (Tencent-Hunyuan/HunyuanCustom, scripts/), used by
+# the HunyuanCustom modes when nothing is given.
 DEFAULT_NEGATIVE_PROMPT = (
     "Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
     "bad teeth, bad eyes, bad limbs, distortion, blurring, text, subtitles, static, picture, black border."
@@ -183,7 +184,7 @@ class _RenderDefaults:
     foley: bool
 
 
-# HUNYUAN_FACTS.md §2.6 (HunyuanCustom) and §1.8 (HunyuanVideo T2V). Sizes: the 720p default of each.
+# HunyuanCustom's example scripts and HunyuanVideo's sample_video.py defaults. Sizes: the 720p default of each.
 # Sampling defaults are model_core's (`model_core.sampling.options.MODE_DEFAULTS`), not repeated here.
 RENDER_DEFAULTS: Mapping[Mode, _RenderDefaults] = {
     Mode.IMAGE: _RenderDefaults(129, (720, 1280), 25, DEFAULT_NEGATIVE_PROMPT, True),
@@ -508,10 +509,12 @@ class ModelRefs(_Strict):
     text_encoder: ModelRefText = "llava-llama-3-8b@production"  # LLaVA, hidden_states[-3]
     text_encoder_2: ModelRefText = "clip-vit-large@production"  # CLIP-L pooled
     audio_encoder: ModelRefText = "whisper-tiny@production"  # audio mode only
-    foley: ModelRefText = "hunyuanvideo-foley@production"
+    foley: ModelRefText = "hunyuanvideo-foley@production"  # the MMDiT, DAC-VAE and Synchformer release
+    foley_image_encoder: ModelRefText = "siglip2-base-patch16-512@production"  # Foley's SigLIP2 frames
+    foley_text_encoder: ModelRefText = "larger-clap-general@production"  # Foley's CLAP text
 
     def for_mode(self, mode: Mode, *, foley: bool) -> dict[str, str]:
-        """The references a job of `mode` needs, by role."""
+        """The references a job of `mode` needs, by role (foley: the Foley release and its two encoders)."""
         refs = {
             "dit": getattr(self.dit, mode.value),
             "vae": self.vae,
@@ -522,6 +525,8 @@ class ModelRefs(_Strict):
             refs["audio_encoder"] = self.audio_encoder
         if foley:
             refs["foley"] = self.foley
+            refs["foley_image_encoder"] = self.foley_image_encoder
+            refs["foley_text_encoder"] = self.foley_text_encoder
         return refs
 
 
@@ -672,7 +677,10 @@ class EditSource(_Strict):
 
 
 class Foley(_Strict):
-    """Generated sound effects for the video (HunyuanVideo-Foley). `prompt` empty = the job's prompt."""
+    """Generated sound effects for the video (HunyuanVideo-Foley). `prompt` empty = the job's prompt.
+
+    Off by default in audio mode, where the driving voice is the soundtrack; turned on there, the foley bed is
+    mixed under the voice and ducked while it speaks (``components.runtime.soundtrack.duck_under``)."""
 
     enabled: bool = True
     prompt: Annotated[str, Field(max_length=500)] = ""
@@ -916,16 +924,6 @@ class Job(_Strict):
         if problems:
             raise _problems(problems)
         return seeds
-
-    @field_validator("foley")
-    @classmethod
-    def _no_foley_over_speech(cls, foley: Foley, info: ValidationInfo) -> Foley:
-        if foley.enabled and info.data.get("audio") is not None:
-            raise _problem(
-                "foley would replace the driving audio track of an audio-driven job; set foley: off",
-                "enabled",
-            )
-        return foley
 
     @model_validator(mode="after")
     def _sampler_accepts(self) -> Job:

@@ -18,6 +18,7 @@ MODULES = (
     "models",
     "registry",
     "settings",
+    "soundtrack",
     "spec",
     "step",
     "store",

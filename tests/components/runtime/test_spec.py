@@ -64,7 +64,7 @@ def test_example_per_mode_models() -> None:
 def test_mode_defaults_resolve_from_facts() -> None:
     campaign = load_campaign(EXAMPLE)
     image, audio, editing, t2v = campaign.jobs
-    # HUNYUAN_FACTS.md §2.6: 30 steps / cfg 7.5 / shift 13 (image, audio); 50 / 7.5 / 5 (editing)
+    # HunyuanCustom's scripts: 30 steps / cfg 7.5 / shift 13 (image, audio); 50 / 7.5 / 5 (editing)
     assert (image.steps, image.cfg_scale, image.flow_shift, image.embedded_guidance) == (30, 7.5, 13.0, None)
     assert (audio.steps, audio.cfg_scale, audio.flow_shift) == (30, 7.5, 13.0)
     assert audio.audio is not None and audio.audio.strength == 0.8
@@ -142,6 +142,22 @@ def test_foley_shorthand_and_subject_word_case(tmp_path: Path) -> None:
     job = load_campaign(write(tmp_path, data)).jobs[0]
     assert job.foley.enabled is False
     assert job.subjects[0].image == "s3://ads-assets/w.jpg"  # S3 URIs are kept as given
+
+
+def test_foley_on_an_audio_job_is_allowed_and_pins_its_encoders(tmp_path: Path) -> None:
+    # the bed is mixed under the voice and ducked while it speaks (v2a_foley), so asking for it is allowed
+    data = minimal(
+        subjects=[{"word": "woman", "image": "s3://ads-assets/w.jpg"}],
+        audio={"uri": "s3://ads-assets/voice.wav"},
+        foley=True,
+    )
+    campaign = load_campaign(write(tmp_path, data))
+    job = campaign.jobs[0]
+    assert job.mode is Mode.AUDIO and job.foley.enabled
+    roles = campaign.models_for(job)
+    assert roles["foley"] == "hunyuanvideo-foley@production"
+    assert roles["foley_image_encoder"] == "siglip2-base-patch16-512@production"
+    assert roles["foley_text_encoder"] == "larger-clap-general@production"
 
 
 def test_multi_word_subject(tmp_path: Path) -> None:

@@ -120,12 +120,6 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
         "jobs[0].edit",
         "editing replaces the masked region",
     ),
-    (
-        "foley-over-speech",
-        job(audio=AUDIO, foley={"enabled": True}),
-        "jobs[0].foley.enabled",
-        "foley would replace the driving audio track",
-    ),
     ("empty-prompt", job(prompt=""), "jobs[0].prompt", "must not be empty or blank"),
     ("blank-prompt", job(prompt="   "), "jobs[0].prompt", "must not be empty or blank"),
     ("missing-prompt", no_prompt, "jobs[0].prompt", "required field is missing; add prompt: ..."),

@@ -1,0 +1,260 @@
+"""v2a_foley: sound for each decoded video (HunyuanVideo-Foley), loudness-normalised and muxed into the mp4.
+
+For every unit with foley on: the decoded frames go to SigLIP2 (8 fps, the encoder's square size: 512 px
+released) and to the Synchformer (25 fps, 224 px, 16-frame segments), the foley prompt (the job's foley prompt,
+else its prompt) and its negative to CLAP; the MMDiT samples DAC-VAE latents (flow matching, Euler, 50 steps, CFG
+4.5 as released) and the DAC decodes them to 48 kHz. The bed is brought to the job's delivery loudness (integrated
+loudness within ±1 LU of the target, true peak under the ceiling; ``components.runtime.soundtrack``, measured with
+the project's EBU R128 meter) and muxed into the mp4 as AAC 48 kHz stereo. An audio-mode job that asks for foley
+gets the bed mixed under its driving voice, ducked while the voice speaks (voice at least 10 LU above the bed).
+
+Outputs per unit: ``video`` (the muxed mp4) and ``foley`` (``foley.wav``: the bed as it sits in the soundtrack).
+The manifest details record the bed's integrated loudness (HunyuanVideo-Foley can produce gibberish speech or
+music; QC reads it), the soundtrack's loudness and true peak as measured in the final mp4, and, with a voice, the
+smallest voice-over-bed margin. A unit with foley off passes its decoded video on unchanged (the same artifact).
+
+``python -m components.v2a_foley --shard KEY --input video=KEY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.runtime.manifest import ShardManifest, StepManifest, UnitOutput, UnitPlan, content_key
+from components.runtime.models import load_clap, load_foley, load_siglip
+from components.runtime.step import StepContext, shard_step, step_main, unit_loop, upstream_failure
+from components.runtime.telemetry import StepTelemetry
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+__all__ = ["FOLEY_GUIDANCE", "FOLEY_STEPS", "STEP", "main", "run"]
+
+STEP = "v2a_foley"
+FOLEY_STEPS = 50  # the release's defaults (infer.py)
+FOLEY_GUIDANCE = 4.5
+TOLERANCE_LU = 1.0  # the delivery rule: integrated loudness within ±1 LU of the target
+MODEL_ROLES = ("foley", "foley_image_encoder", "foley_text_encoder")
+
+log = logging.getLogger("adrender.v2a_foley")
+
+
+def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
+    """Add sound to a shard's decoded videos (needs ``upstream['video']``); returns the step manifest key."""
+    if "video" not in upstream:
+        raise ValueError(f"{STEP} needs --input video=<tiled_decode manifest key>")
+
+    def work(
+        shard: ShardManifest, ups: Mapping[str, StepManifest], telemetry: StepTelemetry
+    ) -> dict[str, UnitOutput]:
+        decoded = ups["video"]
+        outputs: dict[str, UnitOutput] = {}
+        for unit in shard.units:
+            if unit.foley:
+                continue
+            # no foley: the decoded video is the output, the same object (publish always reads this step)
+            failed = upstream_failure(unit.unit_id, (decoded,))
+            src = decoded.ok(unit.unit_id)
+            if failed is not None or src is None:
+                outputs[unit.unit_id] = failed or UnitOutput(unit_id=unit.unit_id, status="failed")
+                telemetry.unit_done("failed")
+                continue
+            video = src.artifacts["video"]
+            outputs[unit.unit_id] = UnitOutput(
+                unit_id=unit.unit_id, status="ok", artifacts={"video": video}, details={"foley": "off"}
+            )
+            telemetry.unit_done("ok")
+
+        def keys_for(unit: UnitPlan) -> dict[str, str]:
+            payload = {
+                "video": decoded.units[unit.unit_id].artifacts["video"].sha256,
+                "models": {role: unit.models[role] for role in MODEL_ROLES},
+                "prompt": unit.foley_prompt,
+                "negative_prompt": unit.foley_negative_prompt,
+                "seed": unit.seed,
+                "steps": FOLEY_STEPS,
+                "guidance": FOLEY_GUIDANCE,
+                "loudness_lufs": unit.loudness_lufs,
+                "true_peak_dbtp": unit.true_peak_dbtp,
+                "voice": unit.assets.get(unit.audio_uri) if unit.audio_uri else None,
+            }
+            return {
+                name: content_key(shard.prefix, shard.campaign_id, unit.unit_id, STEP, payload, file)
+                for name, file in (("video", "video.mp4"), ("foley", "foley.wav"))
+            }
+
+        def body(unit: UnitPlan, keys: Mapping[str, str]) -> dict[str, Any]:
+            return _render(ctx, shard, unit, decoded.units[unit.unit_id].artifacts["video"].key, keys)
+
+        foley_units = shard.model_copy(update={"units": [u for u in shard.units if u.foley]})
+        outputs |= unit_loop(ctx, foley_units, STEP, keys_for, body, telemetry=telemetry, upstream=[decoded])
+        return {u.unit_id: outputs[u.unit_id] for u in shard.units}
+
+    return shard_step(ctx, STEP, shard_key, upstream, work, model_roles=MODEL_ROLES)
+
+
+def _render(
+    ctx: StepContext, shard: ShardManifest, unit: UnitPlan, video_key: str, keys: Mapping[str, str]
+) -> dict[str, Any]:
+    """One unit: features, sampling, decode, soundtrack, mux; stores both outputs and returns the details."""
+    import numpy as np
+
+    from components.runtime import media, soundtrack
+
+    scratch = ctx.scratch(STEP, f"{unit.unit_id}-{os.getpid()}")
+    silent = scratch / "decoded.mp4"
+    ctx.store.get_file(video_key, silent)
+    info = media.probe(silent)
+    fps = info.fps or float(unit.fps)
+    frames = np.stack(list(media.read_video_frames(silent)))  # [T, H, W, 3] uint8
+    seconds = frames.shape[0] / fps
+    n = round(seconds * soundtrack.RATE)
+
+    bed = _foley_bed(ctx, shard, unit, frames, fps)[:n]
+    bed = np.pad(bed - bed.mean(), (0, n - bed.shape[0]))  # no DC offset: it only eats true-peak headroom
+    details: dict[str, Any] = {"foley": "on", "seconds": round(seconds, 3), "steps": FOLEY_STEPS}
+
+    voice = None
+    if unit.audio_uri is not None:
+        from components.runtime.assets import localize
+
+        voice_file = localize(unit.audio_uri, ctx.settings, ctx.scratch("assets"))
+        voice = soundtrack.read_audio(voice_file)[:n]
+        voice = np.pad(voice, (0, n - voice.shape[0]))
+        bed, cut = soundtrack.duck_under(bed, voice)
+        details["duck_max_cut_db"] = round(cut, 2)
+    mix = bed if voice is None else voice + bed
+    stereo = np.stack([mix, mix])  # the delivery format is stereo; the bed is mono
+
+    target, ceiling = unit.loudness_lufs, unit.true_peak_dbtp
+    result = soundtrack.normalise(stereo, target, ceiling, scratch)
+    gain, headroom = result.gain, soundtrack.AAC_HEADROOM_DB
+    muxed = scratch / "video.mp4"
+    final = _mux(silent, result.samples, scratch, muxed)
+    # second pass on the delivered file: the AAC encoder moves loudness and peaks a little
+    for _ in range(2):
+        if result.silent or seconds < soundtrack.BLOCK_SECONDS:
+            break  # nothing to correct, or too short for an integrated loudness
+        error = target - final.integrated_lufs
+        over = final.true_peak_dbtp - ceiling
+        if abs(error) <= TOLERANCE_LU / 2 and over <= 0:
+            break
+        headroom += max(0.0, over + 0.2)
+        scale = 10 ** (error / 20)
+        limiter = soundtrack.limiter_gain(stereo * gain * scale, ceiling - headroom)
+        gain = gain * scale * limiter
+        final = _mux(silent, stereo * gain, scratch, muxed)
+
+    bed_out = bed * gain
+    bed_file = soundtrack.write_wav(scratch / "foley.wav", bed_out)
+    bed_level = soundtrack.measure(np.stack([bed_out, bed_out]), scratch)  # as it plays: both channels
+    details |= {
+        "bed_lufs": _finite(bed_level.integrated_lufs),
+        "bed_true_peak_dbtp": _finite(bed_level.true_peak_dbtp),
+        "soundtrack_lufs": _finite(final.integrated_lufs),
+        "soundtrack_true_peak_dbtp": _finite(final.true_peak_dbtp),
+        "target_lufs": target,
+        "ceiling_dbtp": ceiling,
+        "gain_db": round(result.gain_db, 2),
+        "silent": result.silent,
+    }
+    if seconds < soundtrack.BLOCK_SECONDS:
+        details["loudness_note"] = (
+            f"{seconds:.2f} s is shorter than one 400 ms gating block: normalised on the clip looped to 3 s"
+        )
+    if voice is not None:
+        margin = soundtrack.voice_over_bed_lu(voice * gain, bed_out, scratch)
+        details["voice_over_bed_lu"] = None if margin is None else round(margin, 2)
+    ctx.store.put_file(keys["video"], muxed, metadata={"format": "mp4"})
+    ctx.store.put_file(keys["foley"], bed_file, metadata={"format": "wav"})
+    for path in scratch.iterdir():
+        path.unlink(missing_ok=True)
+    scratch.rmdir()
+    return details
+
+
+def _finite(value: float) -> float | None:
+    return round(value, 2) if math.isfinite(value) else None
+
+
+def _mux(video: Path, samples: NDArray[np.float64], scratch: Path, out: Path) -> Any:
+    """Mux the soundtrack into the video as AAC; the project meter's reading of the muxed file."""
+    from components.runtime import media, soundtrack
+
+    wav = soundtrack.write_wav(scratch / "soundtrack.wav", samples)
+    media.mux_audio(video, wav, out)
+    duration = samples.shape[-1] / soundtrack.RATE
+    if duration < soundtrack.BLOCK_SECONDS:
+        return soundtrack.measure(samples, scratch)  # the file itself is too short to measure
+    return media.loudness(out)
+
+
+def _foley_bed(
+    ctx: StepContext, shard: ShardManifest, unit: UnitPlan, frames: NDArray[np.uint8], fps: float
+) -> NDArray[np.float64]:
+    """The mono 48 kHz foley bed of the decoded frames (float64, as long as the 25 fps frames last)."""
+    import numpy as np
+    import torch
+
+    from model_core.audio.foley import FoleyConditioning, sample_foley
+    from model_core.audio.foley.encoders import (
+        SIGLIP_FPS,
+        SYNC_FPS,
+        latent_length,
+        preprocess_siglip,
+        preprocess_synchformer,
+        sample_frames,
+    )
+    from model_core.audio.foley.synchformer import SEGMENT
+
+    foley = load_foley(ctx, shard.pin("foley", unit))
+    siglip, image_size = load_siglip(ctx, shard.pin("foley_image_encoder", unit))
+    clap = load_clap(ctx, shard.pin("foley_text_encoder", unit))
+    video = torch.from_numpy(frames)
+    times = [i / fps for i in range(frames.shape[0])]
+    siglip_frames = video[sample_frames(times, SIGLIP_FPS)]
+    sync_frames = video[sample_frames(times, SYNC_FPS)]
+    n_sync = sync_frames.shape[0]
+    device = torch.device(ctx.device)
+    with torch.no_grad():
+        encoder = next(siglip.parameters())
+        pixels = preprocess_siglip(siglip_frames, size=image_size).to(device, encoder.dtype)
+        clip = siglip(pixels)[None].float()
+        sync_in = preprocess_synchformer(sync_frames, size=foley.synchformer.config.image_size)
+        if n_sync < SEGMENT:
+            # Note: the release needs 16 frames (0.64 s); a shorter clip repeats its last frame up to one segment
+            sync_in = torch.cat([sync_in, sync_in[-1:].expand(SEGMENT - n_sync, -1, -1, -1)])
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            sync = foley.synchformer.features(sync_in[None].to(device)).float()
+        negative, text = clap.encode(unit.foley_prompt, unit.foley_negative_prompt)
+    cond = FoleyConditioning(
+        clip=clip, sync=sync, text=text.float(), negative_text=negative.float(), length=latent_length(n_sync)
+    )
+    latents = sample_foley(
+        foley.dit,
+        cond,
+        num_steps=FOLEY_STEPS,
+        guidance_scale=FOLEY_GUIDANCE,
+        seed=unit.seed,
+        progress=lambda done, total: ctx.report(unit.unit_id, done, total),
+    )
+    with torch.no_grad():
+        dac = foley.dac
+        audio = dac.decode(latents.to(next(dac.parameters()).dtype))[0, 0].float()
+    samples = round(n_sync / SYNC_FPS * dac.sample_rate)  # the release cuts to the clip's seconds
+    return np.asarray(audio[:samples].cpu().numpy(), dtype=np.float64)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return step_main(STEP, run, argv, description=__doc__ or "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

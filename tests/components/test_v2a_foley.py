@@ -1,0 +1,104 @@
+"""v2a_foley end to end on the tiny models: sound in the mp4, at the delivery loudness, the voice above the bed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from components import plan as plan_step
+from components import v2a_foley
+from components.runtime.manifest import StepManifest, UnitOutput, read_manifest
+from components.runtime.media import loudness, probe
+from components.runtime.step import StepContext
+from pipelines.dag import STAGES
+from pipelines.local import run_stage
+from tests.campaigns import ALL_MODES, write_campaign
+
+ONE_SECOND = {"size": "64x64", "frames": 25, "steps": 3}  # 25 frames: 1 s at 25 fps, long enough to gate
+
+
+def _foley(ctx: StepContext, campaign: Path) -> tuple[dict[str, UnitOutput], dict[str, UnitOutput], set[str]]:
+    """Plan, run every stage up to tiled_decode, then v2a_foley, for every shard: (foley outputs, decoded outputs,
+    the model versions the foley manifests name)."""
+    _, plan = plan_step.run(ctx, plan_step.PlanInputs(str(campaign)))
+    foley: dict[str, UnitOutput] = {}
+    decoded: dict[str, UnitOutput] = {}
+    versions: set[str] = set()
+    before = STAGES[: [s.name for s in STAGES].index("tiled_decode") + 1]
+    for ref in plan.shards:
+        keys: dict[str, str] = {}
+        for stage in before:
+            keys[stage.name] = run_stage(
+                ctx, stage, ref.key, {n: keys[u] for n, u in stage.inputs.items()}, 1
+            )
+        out = read_manifest(
+            ctx.store, v2a_foley.run(ctx, ref.key, {"video": keys["tiled_decode"]}), StepManifest
+        )
+        foley |= out.units
+        decoded |= read_manifest(ctx.store, keys["tiled_decode"], StepManifest).units
+        versions |= set(out.model_versions)
+    return foley, decoded, versions
+
+
+def test_foley_soundtrack_is_aac_48k_at_the_delivery_loudness(
+    make_ctx: Callable[..., StepContext], demo_media: Path, tmp_path: Path
+) -> None:
+    image, audio, _, t2v = ALL_MODES
+    jobs = [
+        {**image, **ONE_SECOND, "foley": {"prompt": "water splashes, a bottle cap clicks"}},
+        # audio mode with foley asked for: the bed goes under the voice
+        {**audio, **ONE_SECOND, "foley": True},
+        # a streaming profile, and a clip shorter than one 400 ms gating block (5 frames at 24 fps)
+        {**t2v, "delivery": {"loudness_lufs": -16, "true_peak_dbtp": -1.5}},
+        {**ALL_MODES[2], "foley": False},
+    ]
+    campaign = write_campaign(tmp_path, demo_media, jobs)
+    ctx = make_ctx()
+    units, decoded, versions = _foley(ctx, campaign)
+    assert {u: o.status for u, o in units.items()} == dict.fromkeys(decoded, "ok"), units
+    assert versions == {"hunyuanvideo-foley", "siglip2-base-patch16-512", "larger-clap-general"}
+
+    root = tmp_path / "store"
+    for unit, target, ceiling in (("woman-intro-v00", -23.0, -1.0), ("man-voiceover-v00", -23.0, -1.0)):
+        got = units[unit]
+        assert set(got.artifacts) == {"video", "foley"} and got.artifacts["foley"].key.endswith("/foley.wav")
+        mp4 = root / got.artifacts["video"].key
+        info = probe(mp4, count_frames=True)
+        assert info.video is not None and info.audio is not None
+        assert (info.audio.codec, info.audio.sample_rate, info.audio.channels) == ("aac", 48000, 2)
+        assert info.video.frame_count == 25 and info.video.duration == pytest.approx(1.0, abs=0.01)
+        # the AAC track lasts the video: within one AAC frame (1024 samples) and one video frame
+        assert info.audio.duration == pytest.approx(info.video.duration, abs=1024 / 48000 + 1 / 25)
+        level = loudness(mp4)  # the project's EBU R128 meter on the delivered file
+        assert abs(level.integrated_lufs - target) <= 1.0, (unit, level)
+        assert level.true_peak_dbtp <= ceiling, (unit, level)
+        d = got.details
+        assert d["foley"] == "on" and d["target_lufs"] == target and d["ceiling_dbtp"] == ceiling
+        assert d["soundtrack_lufs"] == pytest.approx(level.integrated_lufs, abs=0.05)
+        assert isinstance(d["bed_lufs"], float)  # QC reads the bed's loudness from here
+        wav = probe(root / got.artifacts["foley"].key)
+        assert wav.audio is not None and wav.audio.sample_rate == 48000
+
+    voice = units["man-voiceover-v00"].details
+    assert voice["voice_over_bed_lu"] >= 10.0, voice  # measured with the project meter in the step
+    assert voice["bed_lufs"] <= voice["soundtrack_lufs"] - 10.0
+
+    short = units["meadow-mood-v00"]
+    assert short.details["target_lufs"] == -16.0 and "loudness_note" in short.details
+    assert short.details["soundtrack_lufs"] == pytest.approx(-16.0, abs=1.0)  # on the clip looped to 3 s
+    assert short.details["soundtrack_true_peak_dbtp"] <= -1.5
+    assert probe(root / short.artifacts["video"].key).audio is not None
+
+    # foley off: the decoded video itself, no copy
+    off = units["bottle-swap-v00"]
+    assert off.artifacts == {"video": decoded["bottle-swap-v00"].artifacts["video"]}
+    assert off.details == {"foley": "off"}
+
+    # a rerun finds every output and does no model work
+    again = make_ctx()
+    rerun, _, _ = _foley(again, campaign)
+    assert {o.status for u, o in rerun.items() if u != "bottle-swap-v00"} == {"skipped"}
+    assert "foley" not in {role for role, _ in again.model_cache}
+    assert rerun["woman-intro-v00"].artifacts == units["woman-intro-v00"].artifacts
