@@ -107,7 +107,7 @@ HunyuanVideo T2V (`hunyuanvideo-t2v-720p`): 118,800 image tokens, 256 text token
 
 The machine had no GPU, so no interconnect time was measured. At an assumed {ASSUMED_GBPS:.0f} GB/s of
 all-to-all bandwidth per GPU (NVLink class), 8 ranks (SP 8, CFG batch 2) would spend about {t8:.2f} s per forward
-communicating, against the published 6.75 s per T2V step on 8 H100 (HUNYUAN_FACTS §6.1, 337.58 s / 50 steps,
+communicating, against the published 6.75 s per T2V step on 8 H100 (HunyuanVideo README, xDiT table: 337.58 s / 50 steps,
 batch 1); to be measured on a GPU node.
 """
 

@@ -8,7 +8,7 @@ Errors::
      ├── CheckpointFormatError     readable, but not a flat {name: tensor} dict after unwrapping
      └── CheckpointMismatchError   keys or shapes differ from the model; lists them and the best-fitting preset
 
-Files the official releases ship (HUNYUAN_FACTS §1.3, §2.7):
+Files the official releases ship (Tencent/HunyuanVideo ckpts/README.md, Tencent-Hunyuan/HunyuanCustom README):
 
 * ``mp_rank_00_model_states.pt``: a dict whose ``module`` (or ``ema``) entry is the state dict;
 * ``mp_rank_00_model_states_fp8.pt`` + ``..._fp8_map.pt``: e4m3 Linear weights and their scales
@@ -55,7 +55,7 @@ __all__ = [
 # (official loader: --load-key module, or ema; DeepSpeed/Lightning/diffusers wrappers: state_dict, model).
 WRAPPER_KEYS: tuple[str, ...] = ("module", "ema", "state_dict", "model")
 PICKLE_SUFFIXES: frozenset[str] = frozenset({".pt", ".pth", ".bin", ".ckpt"})
-# A directory is searched for these names in order (HUNYUAN_FACTS §1.3); ``{load_key}`` is filled in.
+# A directory is searched for these names in order (the releases' ckpts/ layout); ``{load_key}`` is filled in.
 DIRECTORY_FILE_NAMES: tuple[str, ...] = (
     "mp_rank_00_model_states.pt",
     "pytorch_model_{load_key}.pt",

@@ -13,7 +13,7 @@ Errors (all name the file and the fix)::
     ├── MissingStreamError          the file has no stream of the kind needed (e.g. loudness of a silent clip)
     └── FFmpegFailed                ffmpeg ran and failed (encode, mux or analysis)
 
-Detection thresholds suit 5-30 s spots (PIPELINE_FACTS.md §8): ffmpeg's defaults only flag black or
+Detection thresholds suit 5-30 s spots (see docs/FIDELITY.md, Media): ffmpeg's defaults only flag black or
 frozen stretches of 2 s, which is a tenth of a 20 s ad; a quarter second of black or half a second of
 frozen picture is already visible, so those are the defaults here.
 """

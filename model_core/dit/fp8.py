@@ -1,6 +1,6 @@
 """fp8 (e4m3) weights for the Linears of the double and single blocks, as the official ``*_fp8.pt`` stores them.
 
-Layout (HUNYUAN_FACTS §1.3): ``mp_rank_00_model_states_fp8.pt`` holds the usual state dict in which the weight of
+Layout (Tencent/HunyuanVideo ckpts/README.md): ``mp_rank_00_model_states_fp8.pt`` holds the usual state dict in which the weight of
 every ``nn.Linear`` under ``double_blocks`` / ``single_blocks`` is ``torch.float8_e4m3fn``; the companion
 ``mp_rank_00_model_states_fp8_map.pt`` maps each such module name (``double_blocks.0.img_attn_qkv``) to its
 scale. HunyuanVideo stores the map as a flat dict, HunyuanCustom wraps it as ``{"module": map}``;

@@ -1,5 +1,6 @@
 """The HunyuanVideo causal 3D VAE (official = diffusers key names), tiled encode/decode with the official tile
 arithmetic, and decode shared across the ranks of a process group."""
+
 from model_core.vae.config import VAE_PRESETS, TilingConfig, VAEConfig, vae_preset
 from model_core.vae.loading import (
     load_vae,

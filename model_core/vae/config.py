@@ -1,9 +1,10 @@
 """Configs of the causal 3D VAE and of its tiled encode/decode, and the named VAE presets.
 
-`VAE_PRESETS["hunyuan-vae"]` is the released HunyuanVideo / HunyuanCustom VAE (HUNYUAN_FACTS §4.1);
+`VAE_PRESETS["hunyuan-vae"]` is the released HunyuanVideo / HunyuanCustom VAE (Tencent/HunyuanVideo, hyvideo/vae/ and ckpts/hunyuan-video-t2v-720p/vae/config.json);
 `VAE_PRESETS["tiny-hunyuan-vae"]` keeps the same block layout, 4x8x8 compression and 16 latent channels at a
 few hundred kB of weights, for tests and the local demo.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -95,7 +96,8 @@ class VAEConfig:
 
 @dataclass(frozen=True)
 class TilingConfig:
-    """Tiled encode/decode, with the official arithmetic (HUNYUAN_FACTS §4.3).
+    """Tiled encode/decode, with the official arithmetic (Tencent/HunyuanVideo,
+    hyvideo/vae/autoencoder_kl_causal_3d.py, `enable_tiling`).
 
     In pixels and frames, as the official `enable_tiling()`; the latent sizes follow from the compression.
     With the defaults a decode uses 32x32-latent tiles at stride 24 (blend 64 px, keep 192 px) and temporal tiles

@@ -4,6 +4,7 @@ The HunyuanVideo release ships `vae/config.json` + `vae/pytorch_model.pt`; Hunyu
 every key prefixed `vae.`; diffusers-format folders hold `diffusion_pytorch_model.safetensors`. All go through
 the safe loader (:func:`model_core.checkpoints.read_state_dict`, no arbitrary unpickling).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,10 @@ def vae_config_from_dict(raw: Mapping[str, Any], *, causal_attention: bool | Non
     """A :class:`VAEConfig` from a `config.json` of the official release or of diffusers.
 
     `mid_block_causal_attn` is honoured when present. When absent, the mask is causal, as HunyuanVideo always
-    uses it; HunyuanCustom's code would default to False there (HUNYUAN_FACTS §4.1), so pass
+    uses it; HunyuanCustom's code would default to False there (Tencent-Hunyuan/HunyuanCustom, hymm_sp/vae/), so pass
     `causal_attention` to force either value.
     """
+
     def first(*names: str, default: Any = None) -> Any:
         return next((raw[n] for n in names if n in raw and raw[n] is not None), default)
 
@@ -71,7 +73,9 @@ def vae_config_from_dict(raw: Mapping[str, Any], *, causal_attention: bool | Non
         layers_per_block=int(first("layers_per_block", default=2)),
         norm_num_groups=int(first("norm_num_groups", default=32)),
         scaling_factor=float(first("scaling_factor", default=0.476986)),
-        temporal_compression_ratio=int(first("time_compression_ratio", "temporal_compression_ratio", default=4)),
+        temporal_compression_ratio=int(
+            first("time_compression_ratio", "temporal_compression_ratio", default=4)
+        ),
         spatial_compression_ratio=int(first("spatial_compression_ratio", default=8)),
         mid_block_add_attention=bool(first("mid_block_add_attention", default=True)),
         mid_block_causal_attn=bool(causal),
@@ -127,7 +131,9 @@ def _check_keys(model: CausalVAE3D, state: Mapping[str, Tensor], source: Path) -
     best = _best_preset(got)
     fix = f"; the checkpoint fits preset {best!r}" if best else "; check config.json against the weights"
     raise CheckpointMismatchError(
-        f"{source} does not fit the VAE config {model.config.block_out_channels}{fix}\n{diff.describe()}", diff, best
+        f"{source} does not fit the VAE config {model.config.block_out_channels}{fix}\n{diff.describe()}",
+        diff,
+        best,
     )
 
 

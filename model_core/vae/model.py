@@ -3,6 +3,7 @@
 Keys and shapes equal the official checkpoint (and diffusers' `AutoencoderKLHunyuanVideo`), so
 `load_state_dict(strict=True)` takes the released files (see :mod:`model_core.vae.loading`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,7 +79,10 @@ class Encoder3D(nn.Module):
             block = nn.Module()
             cin = c[i - 1] if i > 0 else c[0]
             block.resnets = nn.ModuleList(
-                [ResnetBlockCausal3D(cin if j == 0 else c[i], c[i], g) for j in range(config.layers_per_block)]
+                [
+                    ResnetBlockCausal3D(cin if j == 0 else c[i], c[i], g)
+                    for j in range(config.layers_per_block)
+                ]
             )
             if stride != (1, 1, 1):
                 block.downsamplers = nn.ModuleList([DownsampleCausal3D(c[i], stride)])
@@ -111,7 +115,10 @@ class Decoder3D(nn.Module):
             block = nn.Module()
             cin = c[i - 1] if i > 0 else c[0]
             block.resnets = nn.ModuleList(
-                [ResnetBlockCausal3D(cin if j == 0 else c[i], c[i], g) for j in range(config.layers_per_block + 1)]
+                [
+                    ResnetBlockCausal3D(cin if j == 0 else c[i], c[i], g)
+                    for j in range(config.layers_per_block + 1)
+                ]
             )
             if factor != (1, 1, 1):
                 block.upsamplers = nn.ModuleList([UpsampleCausal3D(c[i], factor)])
@@ -181,7 +188,9 @@ class CausalVAE3D(nn.Module):
             got = tuple(z.shape)
             hint = ""
             if z.ndim == 5 and z.shape[1] == 2 * c:
-                hint = " (this looks like encoder moments: take .mode() or .sample() of the distribution first)"
+                hint = (
+                    " (this looks like encoder moments: take .mode() or .sample() of the distribution first)"
+                )
             elif z.ndim == 5 and z.shape[2] == c:
                 hint = " (channels and frames look swapped: use z.transpose(1, 2))"
             elif z.ndim == 4:

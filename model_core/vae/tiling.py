@@ -1,4 +1,4 @@
-"""Tiled encode and decode with the official tile arithmetic (HUNYUAN_FACTS §4.3), and decode shared across ranks.
+"""Tiled encode and decode with the official tile arithmetic (Tencent/HunyuanVideo, hyvideo/vae/autoencoder_kl_causal_3d.py), and decode shared across ranks.
 
 A decode splits the latents into temporal tiles (17 latents at stride 12 with the defaults), and each of those
 into spatial tiles (32x32 latents at stride 24). Every tile is decoded alone; neighbours are blended linearly
@@ -14,6 +14,7 @@ rank), every rank decodes its share, the decoded tiles are exchanged, and the bl
 rank. Decoding is the cost, blending is cheap, so W ranks finish about W times sooner; the assembled frames
 equal the single-rank tiled decode bit for bit, because every tile is the same computation on the same input.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -314,7 +315,9 @@ def _join_time(chunks: Iterable[Tensor], blend: int, keep: int, temporal: bool, 
         offset += part.shape[2]
         prev = chunk
     if out is None or offset != out_frames:
-        raise AssertionError(f"temporal tiles covered {offset} of {out_frames} frames; the tile plan is broken")
+        raise AssertionError(
+            f"temporal tiles covered {offset} of {out_frames} frames; the tile plan is broken"
+        )
     return out
 
 

@@ -168,7 +168,7 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes(
     assert "run the same command again to resume" in err
     assert list(sampled.rglob("ckpt-*.safetensors")), "the step checkpoints were not kept"
 
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr
     assert "2 of 2 unit(s) published" in again.stdout
     assert not list(sampled.rglob("ckpt-*.safetensors"))  # finished units leave no checkpoints

@@ -1,6 +1,7 @@
 """Decode shared across ranks (gloo on 127.0.0.1): every rank decodes only its share of the tiles, each tile is
 decoded once in the whole group, and the assembled frames equal the single-rank tiled decode bit for bit, with
 every rank receiving them or only one. World size 2 runs by default; 3 (with a subgroup) is marked slow."""
+
 from __future__ import annotations
 
 import socket

@@ -1,4 +1,5 @@
 """Keys and shapes against the official list, config.json parsing, loading plain and `vae.`-prefixed files."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from model_core.vae import (
 )
 
 KEYS_FILE = Path(__file__).parent / "keys" / "vae_official.txt"
-# vae/config.json of the HunyuanVideo release (HUNYUAN_FACTS §4.1), official names
+# vae/config.json of the HunyuanVideo release (Tencent/HunyuanVideo), official names
 OFFICIAL_CONFIG = {
     "_class_name": "AutoencoderKLCausal3D",
     "act_fn": "silu",
@@ -136,7 +137,7 @@ def test_hunyuancustom_prefixed_pt_with_official_config(tmp_path: Path) -> None:
 )
 def test_released_pt_layouts_load(tmp_path: Path, layout: str) -> None:
     """HunyuanVideo's `pytorch_model.pt` holds bare keys; HunyuanCustom's holds `vae.`-prefixed ones, possibly
-    under `state_dict` next to other models' keys (HUNYUAN_FACTS §2.7), which are dropped."""
+    under `state_dict` next to other models' keys (HunyuanCustom's release), which are dropped."""
     vae = random_tiny_vae(seed=6)
     cfg = dict(OFFICIAL_CONFIG, block_out_channels=[8, 8, 16, 16], layers_per_block=1, norm_num_groups=4)
     (tmp_path / "config.json").write_text(json.dumps(cfg))
@@ -155,7 +156,10 @@ def test_released_pt_layouts_load(tmp_path: Path, layout: str) -> None:
 
 def test_causal_flag_defaults_to_true_when_absent() -> None:
     assert vae_config_from_dict(OFFICIAL_CONFIG).mid_block_causal_attn is True
-    assert vae_config_from_dict({**OFFICIAL_CONFIG, "mid_block_causal_attn": False}).mid_block_causal_attn is False
+    assert (
+        vae_config_from_dict({**OFFICIAL_CONFIG, "mid_block_causal_attn": False}).mid_block_causal_attn
+        is False
+    )
 
 
 def test_mismatched_checkpoint_lists_keys_and_the_fitting_preset(tmp_path: Path) -> None:
@@ -167,7 +171,9 @@ def test_mismatched_checkpoint_lists_keys_and_the_fitting_preset(tmp_path: Path)
 
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(OFFICIAL_CONFIG))
-    torch.save({"state_dict": random_tiny_vae().state_dict(), "cfg": VAEConfig()}, tmp_path / "pytorch_model.pt")
+    torch.save(
+        {"state_dict": random_tiny_vae().state_dict(), "cfg": VAEConfig()}, tmp_path / "pytorch_model.pt"
+    )
     with pytest.raises(UnsafeCheckpointError):
         load_vae(tmp_path)
 

@@ -1,7 +1,8 @@
 """The VAE against an independent reference: diffusers' AutoencoderKLHunyuanVideo with the same random weights.
 
-fp32 on CPU; the bound is relative error < 1e-4 (HUNYUAN_FACTS §11: CPU results move by ~6e-6 with threads).
+fp32 on CPU; the bound is relative error < 1e-4 (CPU results move by ~6e-6 with the thread count).
 """
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
-"""Tile arithmetic (HUNYUAN_FACTS §4.3), the blend, tiling switching itself off, and bad input."""
+"""Tile arithmetic (the official `enable_tiling` rule), the blend, tiling switching itself off, and bad input."""
+
 from __future__ import annotations
 
 import pytest
@@ -70,7 +71,7 @@ def test_switches_turn_axes_off() -> None:
 
 
 def _blend_loop(a: torch.Tensor, b: torch.Tensor, extent: int, dim: int) -> torch.Tensor:
-    """The formula of HUNYUAN_FACTS §4.3, one slice at a time."""
+    """The official tiling formula, one slice at a time."""
     b = b.clone()
     e = min(a.shape[dim], b.shape[dim], extent)
     for y in range(e):
@@ -130,7 +131,10 @@ def test_pixels_with_bad_size_or_channels() -> None:
 @pytest.mark.parametrize(
     ("tiling", "match"),
     [
-        (TilingConfig(tile_sample_size=80), "cannot cover the input"),  # 10 latents: stride 7 = 56 px, keep 60
+        (
+            TilingConfig(tile_sample_size=80),
+            "cannot cover the input",
+        ),  # 10 latents: stride 7 = 56 px, keep 60
         (TilingConfig(tile_sample_frames=20), "cannot cover the input"),  # 5 latents: stride 3 = 12, keep 15
         (TilingConfig(tile_sample_size=8), "cannot cover the input"),  # 1 latent: stride 0
         (TilingConfig(tile_sample_size=100), "multiple of the spatial compression 8"),

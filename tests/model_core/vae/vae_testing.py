@@ -1,4 +1,5 @@
 """Shared helpers of the VAE tests: a random tiny VAE, its diffusers twin, small tilings."""
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,7 @@ DIFFUSERS_SMALL_TILES = {
     "tile_sample_stride_width": 48,
     "tile_sample_stride_num_frames": 12,
 }
-# HUNYUAN_FACTS §4.3: this makes diffusers' decode follow the official arithmetic
+# The official tile arithmetic (hyvideo/vae/autoencoder_kl_causal_3d.py): this makes diffusers' decode follow the official arithmetic
 DIFFUSERS_OFFICIAL_TILES = {
     "tile_sample_min_height": 256,
     "tile_sample_min_width": 256,
