@@ -5,10 +5,10 @@ job, unit, seed, the original and rewritten prompt, every model (name, version, 
 sampling settings, the seconds each step took, the code version and the unit's render digest (``plan``
 skips a unit whose published digest matches), and the QC result (``qc``: verdict, failed checks, scores, every
 check and the key of the full ``qc.json``) when ``qc_metrics`` ran. A unit that fails QC is still published,
-marked ``qc.verdict: fail``, never dropped. Steps that did not run for a unit (foley until it exists) are
-listed as such; no score is made up. ``index`` writes ``<output_prefix>/<campaign>/index.json`` listing every
-deliverable of the campaign with its QC verdict (presigned URLs on S3), then the campaign's QC report
-``qc-report.html`` beside it.
+marked ``qc.verdict: fail``, never dropped. The deliverable is ``v2a_foley``'s mp4 (with its soundtrack, or the
+decoded video where foley is off). Steps that did not run are listed as such; no score is made up. ``index``
+writes ``<output_prefix>/<campaign>/index.json`` listing every deliverable of the campaign with its QC verdict
+(presigned URLs on S3), then the campaign's QC report ``qc-report.html`` beside it.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ PIPELINE_STEPS = (
     "qc_metrics",
 )
 _NOT_BUILT = {
-    "v2a_foley": "not run: the foley step is not part of this version",
+    "v2a_foley": "not run: no foley manifest was given to publish",
     "qc_metrics": "not run: no qc manifest was given to publish",
 }
 URL_LIFETIME = timedelta(days=7)

@@ -2,8 +2,8 @@
 
 Each stage runs the step module ``components.<name>`` with ``--input NAME=<manifest key of an earlier stage>``
 for each entry of ``inputs``. ``distributed`` stages run under torchrun (one process per GPU, or N gloo
-processes on a CPU machine). ``qc_metrics`` checks and scores the final video between ``tiled_decode`` and
-``publish`` (foley plugs in before it: ``qc_metrics`` then also takes ``foley``, the muxed mp4).
+processes on a CPU machine). ``v2a_foley`` adds the soundtrack to the decoded video (or passes it on where foley
+is off); ``qc_metrics`` checks and scores that final mp4 before ``publish``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("vae_encode"),
     Stage("dit_sample", {"text": "llava_encode", "cond": "vae_encode"}, distributed=True),
     Stage("tiled_decode", {"latents": "dit_sample"}, distributed=True),
-    Stage("qc_metrics", {"video": "tiled_decode"}),
+    Stage("v2a_foley", {"video": "tiled_decode"}),
+    Stage("qc_metrics", {"video": "tiled_decode", "foley": "v2a_foley"}),
     Stage(
         "publish",
         {
@@ -35,6 +36,7 @@ STAGES: tuple[Stage, ...] = (
             "cond": "vae_encode",
             "latents": "dit_sample",
             "video": "tiled_decode",
+            "foley": "v2a_foley",
             "qc": "qc_metrics",
         },
     ),

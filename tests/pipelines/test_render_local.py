@@ -48,7 +48,10 @@ def test_renders_every_mode_to_probed_mp4s_with_provenance(
         assert prov["models"]["dit"]["version"] == 1 and len(prov["models"]["dit"]["files"]) == 1
         assert prov["sampling"]["num_steps"] == 3 and prov["seed"] == prov["sampling"]["seed"]
         assert prov["steps"]["dit_sample"]["status"] == "ok" and prov["steps"]["dit_sample"]["seconds"] > 0
-        assert prov["steps"]["v2a_foley"]["status"].startswith("not run")
+        assert prov["steps"]["v2a_foley"]["status"] == "ok"
+        foley = prov["steps"]["v2a_foley"]["foley"]
+        assert foley == ("off" if job["id"] == "man-voiceover" else "on")
+        assert (info.audio is not None) == (foley == "on")
         assert prov["steps"]["qc_metrics"]["status"] == "ok" and prov["qc"]["verdict"] in ("pass", "fail")
         assert (
             prov["video"]["sha256"]
