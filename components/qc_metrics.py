@@ -1,7 +1,8 @@
 """qc_metrics: every unit's finished video checked and scored, with a verdict against the campaign's QC profile.
 
-For each unit the step takes the final mp4 (the foley step's muxed file when foley ran, else the silent
-decode) and writes ``qc.json`` beside the other artifacts of the unit:
+For each unit the step takes the final mp4 (the foley step's output when it ran, else the silent decode; a
+soundtrack is expected when the unit's job has foley on and the foley step ran) and writes ``qc.json`` beside
+the other artifacts of the unit:
 
 1. delivery checks (``components.runtime.delivery``): loudness against the profile named by the campaign's
    ``qc.name``, black and frozen stretches with the campaign's thresholds, file conformance;
@@ -348,7 +349,8 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
         def source(unit: UnitPlan) -> tuple[ArtifactRef, bool]:
             muxed = foley.ok(unit.unit_id) if foley is not None else None
             if muxed is not None and "video" in muxed.artifacts:
-                return muxed.artifacts["video"], True
+                # the foley step passes the silent video on for a unit whose job has foley off
+                return muxed.artifacts["video"], unit.foley
             return video.units[unit.unit_id].artifacts["video"], False
 
         def keys_for(unit: UnitPlan) -> dict[str, str]:
