@@ -21,6 +21,7 @@ __all__ = [
     "PRESETS",
     "VAE_PRESETS",
     "AudioConditionConfig",
+    "AvatarConfig",
     "DiTConfig",
     "EncoderPreset",
     "FoleyRelease",
@@ -51,6 +52,19 @@ class AudioConditionConfig:
 
 
 @dataclass(frozen=True)
+class AvatarConfig:
+    """HunyuanVideo-Avatar's extras: reference injection (`ref_in`, `before_proj`), motion and fps embedders in vec.
+
+    The audio adapters (`audio_adapter_blocks`) are the `audio` branch of the config; with `avatar` set their
+    output is multiplied by the face mask.
+    """
+
+    # each motion input (expression, head pose) is this many values, each embedded to hidden / motion_values;
+    # the embeddings are concatenated back to the hidden size
+    motion_values: int = 4
+
+
+@dataclass(frozen=True)
 class DiTConfig:
     """The HunyuanVideo MM-DiT (HYVideo-T/2) and its HunyuanCustom extras."""
 
@@ -72,6 +86,7 @@ class DiTConfig:
     identity_image: bool = False  # HunyuanCustom: identity-image tokens first in the sequence
     audio: AudioConditionConfig | None = None  # HunyuanCustom audio: audio_proj + audio_models
     video_condition: bool = False  # HunyuanCustom editing: bg_in + bg_proj on 2x latent channels
+    avatar: AvatarConfig | None = None  # HunyuanVideo-Avatar: ref_in, before_proj, motion and fps in vec
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

@@ -9,14 +9,18 @@ The forward is four steps that sampling can call one by one:
 4. `final(state)`: drop the identity tokens, final layer, unpatchify.
 
 All attention goes through `self.joint_attention` (see `model_core.dit.attention`); replace it to change the
-kernel or to wrap it for sequence parallelism.
+kernel. Sequence parallelism is a forward argument, not a patch: `embed(..., sp=group)` keeps this rank's shard
+of the image tokens (identity + video, padded at the end to a multiple of the degree) with its RoPE rows, the
+blocks wrap the joint attention in Ulysses all-to-alls for that group, the audio cross-attention runs on the
+shard frame by frame (it is per latent frame, so no gather), and `final` gathers only the final layer's patch
+features. With no group (or degree 1) the same code runs without a collective.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from einops import rearrange
@@ -41,6 +45,8 @@ from model_core.dit.blocks import DoubleStreamBlock, FinalLayer, SingleStreamBlo
 from model_core.dit.layers import MLPEmbedder, PatchEmbed, TimestepEmbedder
 from model_core.dit.refiner import SingleTokenRefiner
 from model_core.dit.rope import rope_cos_sin, token_positions
+from model_core.parallel.group import SPGroup
+from model_core.parallel.split import SequenceShard
 
 __all__ = ["AUTO_ATTENTION", "DiTState", "HunyuanDiT", "TokenGrid", "auto_attention_backend"]
 
@@ -73,6 +79,9 @@ class TokenGrid:
         return self.ref_tokens + self.video_tokens
 
 
+_NO_SP = SPGroup.single()
+
+
 @dataclass(frozen=True)
 class DiTState:
     """Everything the blocks need between steps. Replace fields with `dataclasses.replace`.
@@ -81,6 +90,10 @@ class DiTState:
     positions: `[N_img, 3]` int64 (t, h, w) per image token; rope_cos / rope_sin: `[N_img, head_dim]` float32.
     txt_valid_len: valid leading text tokens per sample. audio: `[B, T, A, C]` per-latent-frame audio tokens.
     img_valid_len: valid leading image tokens when the image part was padded (sequence parallelism), else None.
+    sp / shard: the sequence-parallel group and this rank's place in the image tokens; `shard` is None when the
+    state holds the whole sequence. Under SP, img, positions, rope_cos / rope_sin and audio_mask hold the shard.
+    audio_mask: `[B, N_img, 1]` factor on the audio cross-attention output per image token (Avatar's face mask),
+    or None for 1.
     """
 
     img: Tensor
@@ -94,6 +107,9 @@ class DiTState:
     audio: Tensor | None = None
     audio_strength: float = 1.0
     img_valid_len: int | None = None
+    sp: SPGroup = _NO_SP
+    shard: SequenceShard | None = None
+    audio_mask: Tensor | None = None
 
 
 def auto_attention_backend(device: torch.device | str, dtype: torch.dtype) -> AttentionBackend:
@@ -203,8 +219,12 @@ class HunyuanDiT(nn.Module):
         audio_states: Tensor | None = None,
         audio_strength: float = 1.0,
         video_cond: Tensor | None = None,
+        sp: SPGroup | None = None,
     ) -> DiTState:
-        """Step 1 of `forward`: check the inputs and build the `DiTState` (arguments as in `forward`)."""
+        """Step 1 of `forward`: check the inputs and build the `DiTState` (arguments as in `forward`).
+
+        With a sequence-parallel `sp`, every rank embeds the full inputs (cheap) and keeps its shard.
+        """
         grid = self._check_inputs(
             x, t, text_states, text_mask, text_pooled, guidance, ref_latents, audio_states, video_cond
         )
@@ -231,15 +251,51 @@ class HunyuanDiT(nn.Module):
             assert self.config.audio is not None
             tokens = self.audio_proj(audio_states.to(dtype))  # [B, F, m, C]
             audio = align_audio_to_latent_frames(tokens, grid.frames, self.config.audio.frames_per_latent)
-        return DiTState(
+        state = DiTState(
             img, txt, vec, positions, rope_cos, rope_sin, txt_valid_len, grid, audio, audio_strength
         )
+        return self.split(state, sp)
+
+    def split(self, state: DiTState, sp: SPGroup | None) -> DiTState:
+        """This rank's part of a whole-sequence state: its image tokens, positions, RoPE rows and audio mask.
+
+        `img_valid_len` becomes the valid length of the full image sequence, so attention masks the split padding.
+        No group, or degree 1: the state as is.
+        """
+        if sp is None or not sp.enabled:
+            return state
+        if state.shard is not None:
+            raise ValueError("the state is already split over a sequence-parallel group")
+        sp.check_heads(self.config.num_heads)
+        shard = SequenceShard.for_group(state.img.shape[1], sp)
+        mask = state.audio_mask
+        return dataclasses.replace(
+            state,
+            img=shard.shard(state.img, dim=1),
+            positions=shard.shard(state.positions, dim=0),
+            rope_cos=shard.shard(state.rope_cos, dim=0),
+            rope_sin=shard.shard(state.rope_sin, dim=0),
+            audio_mask=None if mask is None else shard.shard(mask, dim=1),
+            img_valid_len=shard.total_len if shard.padded_len != shard.total_len else None,
+            sp=sp,
+            shard=shard,
+        )
+
+    def attention_for(self, state: DiTState) -> JointAttention:
+        """The joint attention of the blocks: `self.joint_attention`, inside Ulysses all-to-alls under SP."""
+        if not state.sp.enabled:
+            return self.joint_attention
+        # imported here: model_core.parallel.attention builds on this package's attention contract
+        from model_core.parallel.attention import UlyssesJointAttention
+
+        return UlyssesJointAttention(self.joint_attention, state.sp)
 
     # 2. double blocks --------------------------------------------------------------------------------------
     def run_double_blocks(self, state: DiTState, start: int = 0, stop: int | None = None) -> DiTState:
         """Double blocks `start..stop-1`, each followed by its audio cross-attention where the config lists one."""
         img, txt = state.img, state.txt
         insert_after = self.config.audio.insert_after if self.config.audio is not None else ()
+        attention = self.attention_for(state)
         for index in range(start, len(self.double_blocks) if stop is None else stop):
             img, txt = self.double_blocks[index](
                 img,
@@ -247,7 +303,7 @@ class HunyuanDiT(nn.Module):
                 state.vec,
                 state.rope_cos,
                 state.rope_sin,
-                self.joint_attention,
+                attention,
                 state.txt_valid_len,
                 state.img_valid_len,
             )
@@ -255,25 +311,58 @@ class HunyuanDiT(nn.Module):
                 img = self._add_audio(img, state, insert_after.index(index))
         return dataclasses.replace(state, img=img, txt=txt)
 
+    @property
+    def audio_adapters(self) -> nn.ModuleList:
+        """The per-frame audio cross-attentions: `audio_models` (HunyuanCustom) or `audio_adapter_blocks` (Avatar)."""
+        name = "audio_adapter_blocks" if self.config.avatar is not None else "audio_models"
+        return cast(nn.ModuleList, getattr(self, name))
+
     def _add_audio(self, img: Tensor, state: DiTState, k: int) -> Tensor:
+        """`img` plus the k-th audio cross-attention of its video tokens (this rank's shard under SP).
+
+        The cross-attention of a video token depends only on that token and its latent frame's audio tokens, so
+        whole frames of the shard run as one batch and a frame cut by a shard boundary runs in its part.
+        Identity and padding tokens are unchanged; the output is scaled by `audio_strength` and `audio_mask`.
+        """
         grid, audio = state.grid, state.audio
         assert audio is not None
-        batch, frames = img.shape[0], grid.frames
-        video = img[:, grid.ref_tokens : grid.image_tokens].reshape(
-            batch * frames, grid.height * grid.width, -1
-        )
-        delta = self.audio_models[k](audio.flatten(0, 1), video).reshape(batch, grid.video_tokens, -1)
-        parts = [
-            img[:, : grid.ref_tokens],
-            img[:, grid.ref_tokens : grid.image_tokens] + delta * state.audio_strength,
-        ]
-        return torch.cat(parts + [img[:, grid.image_tokens :]], dim=1)
+        adapter = self.audio_adapters[k]
+        start = state.shard.start if state.shard is not None else 0
+        per_frame = grid.height * grid.width
+        lo = max(start, grid.ref_tokens)
+        hi = min(start + img.shape[1], grid.image_tokens)
+        if lo >= hi:
+            return img
+        batch = img.shape[0]
+        parts = [img[:, : lo - start]]
+        pos = lo
+        while pos < hi:
+            frame, offset = divmod(pos - grid.ref_tokens, per_frame)
+            whole = (hi - pos) // per_frame if offset == 0 else 0
+            if whole:  # whole latent frames: [B, n*HW, C] -> [B*n, HW, C]
+                end = pos + whole * per_frame
+                tokens = img[:, pos - start : end - start]
+                delta = adapter(
+                    audio[:, frame : frame + whole].flatten(0, 1),
+                    tokens.reshape(batch * whole, per_frame, -1),
+                ).reshape(batch, whole * per_frame, -1)
+            else:  # part of one frame, cut by a shard boundary
+                end = min(hi, grid.ref_tokens + (frame + 1) * per_frame)
+                tokens = img[:, pos - start : end - start]
+                delta = adapter(audio[:, frame], tokens)
+            if state.audio_mask is not None:
+                delta = delta * state.audio_mask[:, pos - start : end - start]
+            parts.append(tokens + delta * state.audio_strength)
+            pos = end
+        parts.append(img[:, hi - start :])
+        return torch.cat(parts, dim=1)
 
     # 3. single blocks --------------------------------------------------------------------------------------
     def run_single_blocks(self, state: DiTState, start: int = 0, stop: int | None = None) -> DiTState:
         """Single blocks `start..stop-1` over the joint sequence; the returned state holds their output."""
         num_img = state.img.shape[1]
         x = torch.cat([state.img, state.txt], dim=1)
+        attention = self.attention_for(state)
         for index in range(start, len(self.single_blocks) if stop is None else stop):
             x = self.single_blocks[index](
                 x,
@@ -281,7 +370,7 @@ class HunyuanDiT(nn.Module):
                 num_img,
                 state.rope_cos,
                 state.rope_sin,
-                self.joint_attention,
+                attention,
                 state.txt_valid_len,
                 state.img_valid_len,
             )
@@ -289,14 +378,21 @@ class HunyuanDiT(nn.Module):
 
     # 4. final layer ----------------------------------------------------------------------------------------
     def final(self, state: DiTState) -> Tensor:
-        """Drop identity tokens, apply the final layer and unpatchify to `[B, out_channels, T, H, W]`."""
+        """Drop identity tokens, apply the final layer and unpatchify to `[B, out_channels, T, H, W]`.
+
+        Under SP the final layer runs on this rank's shard and only its patch features are gathered: every rank
+        returns the whole output.
+        """
         grid = state.grid
-        if state.img.shape[1] < grid.image_tokens:
-            raise ValueError(
-                f"the state holds {state.img.shape[1]} image tokens; its grid {grid} needs {grid.image_tokens}"
-            )
-        img = state.img[:, grid.ref_tokens : grid.image_tokens]
-        out = self.final_layer(img, state.vec)
+        if state.shard is None:
+            if state.img.shape[1] < grid.image_tokens:
+                raise ValueError(
+                    f"the state holds {state.img.shape[1]} image tokens; its grid {grid} needs {grid.image_tokens}"
+                )
+            out = self.final_layer(state.img[:, grid.ref_tokens : grid.image_tokens], state.vec)
+        else:
+            out = self.final_layer(state.img, state.vec)  # [B, L_local, pt*ph*pw*C]
+            out = state.shard.gather(out, state.sp, dim=1)[:, grid.ref_tokens : grid.image_tokens]
         pt, ph, pw = self.config.patch_size
         # the channel is the outer index of each token's features: c*pt*ph*pw + ...
         return rearrange(
@@ -323,6 +419,7 @@ class HunyuanDiT(nn.Module):
         audio_states: Tensor | None = None,
         audio_strength: float = 1.0,
         video_cond: Tensor | None = None,
+        sp: SPGroup | None = None,
     ) -> Tensor:
         """Predict the flow-matching velocity.
 
@@ -339,6 +436,8 @@ class HunyuanDiT(nn.Module):
                 (audio presets); None skips the audio branch.
             audio_strength: scale of the audio cross-attention output (0 disables it).
             video_cond: `[B, 2*in_channels, T, H, W]` masked-video and mask latents (editing preset).
+            sp: a sequence-parallel group: every rank of it passes the same inputs, holds its shard of the image
+                tokens through the blocks, and gets the whole output. None: one process.
 
         Returns:
             `[B, out_channels, T, H, W]`: identity tokens are dropped.
@@ -354,6 +453,7 @@ class HunyuanDiT(nn.Module):
             audio_states=audio_states,
             audio_strength=audio_strength,
             video_cond=video_cond,
+            sp=sp,
         )
         state = self.run_double_blocks(state)
         state = self.run_single_blocks(state)

@@ -1,7 +1,7 @@
 """Ulysses sequence parallelism over a torch.distributed group (gloo on CPU, NCCL on GPU).
 
-`model_core.parallel.dit` splits the DiT forward over a group; `model_core.sampling.sample` is the entry
-point that uses it.
+`HunyuanDiT.forward(..., sp=group)` splits the DiT forward over a group with these pieces;
+`model_core.sampling.sample` is the entry point that uses it.
 """
 
 from model_core.parallel.attention import JointAttentionFn, UlyssesJointAttention

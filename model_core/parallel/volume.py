@@ -1,6 +1,6 @@
 """Bytes each rank sends for one DiT forward under Ulysses: the arithmetic behind docs/BENCHMARKS.md.
 
-Counted as the implementation in this package communicates (see `model_core.parallel.dit`):
+Counted as the implementation in this package communicates (see `HunyuanDiT.split` and `HunyuanDiT.final`):
 * per attention layer (double and single blocks), four all-to-alls of the local image shard: q, k, v on the
   way in, the output on the way back; a rank keeps 1/P of each and sends the rest;
 * per attention layer, an all-gather of the text output's head slices (text stays replicated);

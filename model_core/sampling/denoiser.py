@@ -1,18 +1,15 @@
-"""One DiT evaluation on this rank: sequence-parallel split, DeepCache store and reuse, final gather."""
+"""One DiT evaluation on this rank (the model's own forward, split over the SP group), DeepCache store and reuse."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from enum import Enum
 
 import torch
 from torch import Tensor
 
 from model_core.dit.transformer import DiTState, HunyuanDiT
-from model_core.parallel.dit import final_gathered, run_double_blocks, shard_state, ulysses_attention
 from model_core.parallel.group import SPGroup
-from model_core.parallel.split import SequenceShard
 from model_core.sampling.conditioning import BranchInputs
 
 
@@ -23,12 +20,6 @@ class StepKind(str, Enum):
     FULL = "full"
     STORE = "store"
     REUSE = "reuse"
-
-
-@dataclass
-class _Cache:
-    state: DiTState
-    shard: SequenceShard
 
 
 class Denoiser:
@@ -43,7 +34,7 @@ class Denoiser:
         sp.check_heads(model.config.num_heads)
         self.model = model
         self.sp = sp
-        self._cache: _Cache | None = None
+        self._cache: DiTState | None = None  # this rank's input of the last single block (DeepCache)
 
     @torch.no_grad()
     def __call__(
@@ -59,23 +50,18 @@ class Denoiser:
         """`x [B, C, T, H, W]` and `t [B]` -> velocity `[B, C, T, H, W]` (the full latents on every rank)."""
         model, sp = self.model, self.sp
         last = model.config.depth_single - 1
-        with ulysses_attention(model, sp):
-            if kind is StepKind.REUSE:
-                if self._cache is None:
-                    raise RuntimeError("a DeepCache reuse step needs a preceding STORE step")
-                vec = model.embed_vec(t, inputs.text_pooled, guidance)
-                state = dataclasses.replace(self._cache.state, vec=vec)
-                state = model.run_single_blocks(state, last, last + 1)
-                return final_gathered(model, state, self._cache.shard, sp)
+        if kind is StepKind.REUSE:
+            if self._cache is None:
+                raise RuntimeError("a DeepCache reuse step needs a preceding STORE step")
+            vec = model.embed_vec(t, inputs.text_pooled, guidance)
+            state = dataclasses.replace(self._cache, vec=vec)
+            return model.final(model.run_single_blocks(state, last, last + 1))
 
-            full = model.embed(
-                x, t, inputs.text_states, inputs.text_mask, inputs.text_pooled, guidance=guidance,
-                ref_latents=inputs.ref_latents, audio_states=inputs.audio_states, audio_strength=audio_strength,
-                video_cond=inputs.video_cond,
-            )  # fmt: skip
-            state, shard = shard_state(full, sp)
-            state = run_double_blocks(model, state, shard)
-            state = model.run_single_blocks(state, 0, last)
-            self._cache = _Cache(state, shard) if kind is StepKind.STORE else None
-            state = model.run_single_blocks(state, last, last + 1)
-            return final_gathered(model, state, shard, sp)
+        state = model.embed(
+            x, t, inputs.text_states, inputs.text_mask, inputs.text_pooled, guidance=guidance,
+            ref_latents=inputs.ref_latents, audio_states=inputs.audio_states, audio_strength=audio_strength,
+            video_cond=inputs.video_cond, sp=sp,
+        )  # fmt: skip
+        state = model.run_single_blocks(model.run_double_blocks(state), 0, last)
+        self._cache = state if kind is StepKind.STORE else None
+        return model.final(model.run_single_blocks(state, last, last + 1))
