@@ -56,7 +56,17 @@ if TYPE_CHECKING:
 
     from model_core.qc import ClipScorer, DinoScorer
 
-__all__ = ["PAPER_AVERAGES", "QC_MODELS", "QC_RECIPE", "STEP", "QCModels", "evaluate", "main", "run"]
+__all__ = [
+    "PAPER_AVERAGES",
+    "QC_MODELS",
+    "QC_RECIPE",
+    "STEP",
+    "QCModels",
+    "QCTelemetry",
+    "evaluate",
+    "main",
+    "run",
+]
 
 STEP = "qc_metrics"
 OUTPUT = "qc.json"
@@ -130,6 +140,62 @@ class QCModels:
         return ctx.model_cache[key]
 
 
+class QCTelemetry:
+    """The QC metrics of one step run, registered in the step's own registry (pushed with the step's metrics).
+
+    ===================================================== ========= ===========================================
+    ``adrender_qc_score_distribution{metric,verdict}``     histogram every score of a unit checked in this run
+    ``adrender_qc_units_total{verdict}``                   counter   units judged ``pass`` / ``fail``
+    ``adrender_qc_checks_failed_total{check}``             counter   failed checks by name (``model.clip_text``)
+    ===================================================== ========= ===========================================
+
+    Every series also carries ``campaign`` and ``step``; labels are bounded (metric, verdict and check names come
+    from this module, never from a render). The pass rate of a campaign is
+    ``sum(adrender_qc_units_total{verdict="pass"}) / sum(adrender_qc_units_total)``. The step's
+    ``adrender_qc_score{metric}`` summary gets every score too.
+    """
+
+    # scores are cosines in [-1, 1] or ratios in [0, 1]: 0.05 steps where the paper's averages lie
+    BUCKETS = (-0.5, 0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
+
+    def __init__(self, telemetry: StepTelemetry) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.telemetry = telemetry
+        base = ("campaign", "step")
+        self._scores = Histogram(
+            "adrender_qc_score_distribution",
+            "QC scores of checked units, by metric and the unit's verdict.",
+            (*base, "metric", "verdict"),
+            registry=telemetry.registry,
+            buckets=self.BUCKETS,
+        )
+        self._units = Counter(
+            "adrender_qc_units",
+            "Units judged by QC, by verdict.",
+            (*base, "verdict"),
+            registry=telemetry.registry,
+        )
+        self._checks = Counter(
+            "adrender_qc_checks_failed",
+            "Failed QC checks, by check.",
+            (*base, "check"),
+            registry=telemetry.registry,
+        )
+
+    def unit(self, doc: Mapping[str, Any]) -> None:
+        """Record one unit's ``qc.json`` document: its scores, its verdict and its failed checks."""
+        labels = {"campaign": self.telemetry.campaign, "step": self.telemetry.step}
+        verdict = str(doc["verdict"])
+        for name, value in doc["scores"].items():
+            if value is not None:
+                self._scores.labels(**labels, metric=name, verdict=verdict).observe(value)
+                self.telemetry.qc_score(name, value)
+        self._units.labels(**labels, verdict=verdict).inc()
+        for check in doc["failed"]:
+            self._checks.labels(**labels, check=check).inc()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # one unit
 
@@ -183,7 +249,6 @@ def evaluate(
     models: QCModels,
     *,
     has_sound: bool,
-    telemetry: StepTelemetry | None = None,
 ) -> dict[str, Any]:
     """Check and score one unit's video; returns the ``qc.json`` document (verdict, checks, scores, thumbnails)."""
     import numpy as np
@@ -276,10 +341,6 @@ def evaluate(
 
     # 3. the verdict
     failed = [c for c in checks if c.failed]
-    if telemetry is not None:
-        for name, value in scores.items():
-            if value is not None:
-                telemetry.qc_score(name, value)
     n = len(frames)
     return {
         "format": 1,
@@ -342,6 +403,7 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
     ) -> dict[str, UnitOutput]:
         qc = campaign_qc(ctx, shard)
         models = QCModels.resolve(ctx)
+        qc_telemetry = QCTelemetry(telemetry)
         for role, why in models.missing.items():
             log.warning("QC %s metrics will not run: %s", role, why)
         video, foley = ups["video"], ups.get("foley")
@@ -371,12 +433,13 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
             path = ctx.scratch("qc") / f"{unit.unit_id}-{os.getpid()}.mp4"
             ctx.store.get_file(ref.key, path)
             try:
-                doc = evaluate(ctx, unit, path, qc, models, has_sound=sound, telemetry=telemetry)
+                doc = evaluate(ctx, unit, path, qc, models, has_sound=sound)
             finally:
                 path.unlink(missing_ok=True)
             doc["campaign"] = shard.campaign_id
             doc["video"] = {"key": ref.key, "sha256": ref.sha256}
             ctx.store.put_bytes(keys["qc"], (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
+            qc_telemetry.unit(doc)
             log.info("%s %s: QC %s %s", STEP, unit.unit_id, doc["verdict"], " ".join(doc["failed"]))
             return {"verdict": doc["verdict"], "failed": doc["failed"], "rerender": doc["rerender"]}
 
