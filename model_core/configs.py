@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from model_core.vae.config import VAE_PRESETS, VAEConfig
 
 __all__ = [
+    "AVATAR_PRESETS",
     "ENCODER_PRESETS",
     "FOLEY_RELEASES",
     "MODEL_PRESETS",
@@ -103,6 +104,18 @@ class DiTConfig:
             raise ValueError(
                 f"every rope_axes_dim entry must be even (rotated pairs), got {self.rope_axes_dim}"
             )
+        if self.avatar is not None:
+            if self.audio is None or self.identity_image or self.video_condition or self.guidance_embed:
+                raise ValueError(
+                    "an avatar config needs the audio branch and no identity_image, video_condition or "
+                    f"guidance_embed; got audio={self.audio}, identity_image={self.identity_image}, "
+                    f"video_condition={self.video_condition}, guidance_embed={self.guidance_embed}"
+                )
+            if self.hidden_size % self.avatar.motion_values:
+                raise ValueError(
+                    f"hidden_size {self.hidden_size} must be divisible by avatar.motion_values "
+                    f"{self.avatar.motion_values}"
+                )
         if self.audio is not None:
             bad = [i for i in self.audio.insert_after if not 0 <= i < self.depth_double]
             if bad:
@@ -169,12 +182,31 @@ PRESETS: dict[str, DiTConfig] = {
 }
 
 
+# HunyuanVideo-Avatar (Tencent-Hunyuan/HunyuanVideo-Avatar, hymm_sp/modules/models_audio.py): HYVideo-T/2 without
+# guidance, the audio adapters after double blocks 1, 3, ..., 19, reference injection, motion and fps in vec. Kept
+# beside `PRESETS` until the pipeline renders Avatar jobs; `dit_preset` and `load_model` take these names.
+_AVATAR_AUDIO = AudioConditionConfig(insert_after=tuple(range(1, 20, 2)))
+AVATAR_PRESETS: dict[str, DiTConfig] = {
+    "hunyuanvideo-avatar-704p": replace(
+        _PRODUCTION, audio=_AVATAR_AUDIO, avatar=AvatarConfig(), description="HunyuanVideo-Avatar"
+    ),
+    "tiny-hunyuanvideo-avatar-704p": replace(
+        _TINY,
+        depth_double=4,
+        audio=replace(_TINY_AUDIO, insert_after=(1, 3)),
+        avatar=AvatarConfig(),
+        description="tiny HunyuanVideo-Avatar",
+    ),
+}
+
+
 def dit_preset(name: str) -> DiTConfig:
-    """`PRESETS[name]`, with an error that lists the known names."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise KeyError(f"unknown DiT preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+    """`PRESETS[name]` or `AVATAR_PRESETS[name]`, with an error that lists the known names."""
+    found = PRESETS.get(name) or AVATAR_PRESETS.get(name)
+    if found is None:
+        known = ", ".join(sorted([*PRESETS, *AVATAR_PRESETS]))
+        raise KeyError(f"unknown DiT preset {name!r}; known presets: {known}")
+    return found
 
 
 @dataclass(frozen=True)

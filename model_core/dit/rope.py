@@ -18,18 +18,25 @@ __all__ = ["apply_rope", "rope_cos_sin", "token_positions"]
 
 
 def token_positions(
-    frames: int, height: int, width: int, *, num_refs: int = 0, device: torch.device | str | None = None
+    frames: int,
+    height: int,
+    width: int,
+    *,
+    num_refs: int = 0,
+    ref_w_shift: bool = True,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """`[num_refs*height*width + frames*height*width, 3]` int64 (t, h, w) positions in sequence order.
 
     `frames, height, width` is the token grid (latent size divided by the patch). Identity-image tokens come first,
-    subject k (1-based) at t = -k and w in [width, 2*width); video tokens follow at t in [0, frames).
+    subject k (1-based) at t = -k and w in [width, 2*width) (HunyuanCustom's `timecat-w`), or w in [0, width)
+    with `ref_w_shift=False` (Avatar's `timecat`); video tokens follow at t in [0, frames).
     """
     h = torch.arange(height, device=device)
     w = torch.arange(width, device=device)
     parts = []
     for k in range(1, num_refs + 1):
-        hh, ww = torch.meshgrid(h, w + width, indexing="ij")
+        hh, ww = torch.meshgrid(h, w + width if ref_w_shift else w, indexing="ij")
         parts.append(torch.stack([torch.full_like(hh, -k), hh, ww], dim=-1).reshape(-1, 3))
     t = torch.arange(frames, device=device)
     tt, hh, ww = torch.meshgrid(t, h, w, indexing="ij")

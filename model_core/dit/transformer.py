@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -48,7 +49,14 @@ from model_core.dit.rope import rope_cos_sin, token_positions
 from model_core.parallel.group import SPGroup
 from model_core.parallel.split import SequenceShard
 
-__all__ = ["AUTO_ATTENTION", "DiTState", "HunyuanDiT", "TokenGrid", "auto_attention_backend"]
+__all__ = [
+    "AUTO_ATTENTION",
+    "DiTState",
+    "HunyuanDiT",
+    "TokenGrid",
+    "auto_attention_backend",
+    "face_mask_tokens",
+]
 
 # `set_attention_backend(AUTO_ATTENTION, device)`: flash-attn varlen where it can run, else torch SDPA.
 AUTO_ATTENTION = "auto"
@@ -122,13 +130,22 @@ def auto_attention_backend(device: torch.device | str, dtype: torch.dtype) -> At
     return AttentionBackend.SDPA
 
 
+def face_mask_tokens(face_mask: Tensor, grid: TokenGrid) -> Tensor:
+    """`[B, 1, T', H', W']` face mask -> `[B, N_img, 1]` per image token: nearest-resized to the video token grid,
+    zero for the identity tokens (the release's `models_audio.py` resizes the mask the same way)."""
+    resized = F.interpolate(face_mask.float(), size=(grid.frames, grid.height, grid.width), mode="nearest")
+    video = resized.flatten(2).transpose(1, 2)  # [B, T*H*W, 1]
+    refs = video.new_zeros(video.shape[0], grid.ref_tokens, 1)
+    return torch.cat([refs, video], dim=1)
+
+
 def _shape_error(name: str, expected: str, got: Tensor | None, fix: str = "") -> ValueError:
     shape = None if got is None else tuple(got.shape)
     return ValueError(f"{name} must be {expected}, got {shape}" + (f"; {fix}" if fix else ""))
 
 
 class HunyuanDiT(nn.Module):
-    """The MM-DiT of HunyuanVideo (T2V) and HunyuanCustom (identity image, audio, editing).
+    """The MM-DiT of HunyuanVideo (T2V), HunyuanCustom (identity image, audio, editing) and HunyuanVideo-Avatar.
 
     Parameter names match the released checkpoints, so `load_state_dict(strict=True)` takes their state dicts.
 
@@ -143,6 +160,8 @@ class HunyuanDiT(nn.Module):
         self.joint_attention: JointAttention = attention if attention is not None else SdpaJointAttention()
         hidden, heads, mlp_hidden = config.hidden_size, config.num_heads, config.mlp_hidden
         self.img_in = PatchEmbed(config.patch_size, config.in_channels, hidden)
+        if config.avatar is not None:
+            self.ref_in = PatchEmbed(config.patch_size, config.in_channels, hidden)
         self.txt_in = SingleTokenRefiner(
             config.text_states_dim, hidden, heads, mlp_hidden, config.refiner_depth
         )
@@ -152,7 +171,7 @@ class HunyuanDiT(nn.Module):
         if config.video_condition:
             self.bg_in = PatchEmbed(config.patch_size, 2 * config.in_channels, hidden)
             self.bg_proj = nn.Linear(hidden, hidden)
-        if config.audio is not None:
+        if config.audio is not None and config.avatar is None:
             a = config.audio
             self.audio_proj = AudioProjNet(
                 a.in_features, a.proj_hidden, a.tokens_per_frame, hidden, a.norm_eps
@@ -170,6 +189,29 @@ class HunyuanDiT(nn.Module):
             config.patch_size[0] * config.patch_size[1] * config.patch_size[2] * config.out_channels
         )
         self.final_layer = FinalLayer(hidden, out_features)
+        if config.avatar is not None:
+            # registered last, in the release's order, so the state dict lists its keys as the checkpoint does
+            avatar_audio = config.audio
+            assert avatar_audio is not None  # DiTConfig checks it
+            self.audio_proj = AudioProjNet(
+                avatar_audio.in_features,
+                avatar_audio.proj_hidden,
+                avatar_audio.tokens_per_frame,
+                hidden,
+                avatar_audio.norm_eps,
+            )
+            motion_dim = hidden // config.avatar.motion_values
+            self.motion_exp = TimestepEmbedder(motion_dim)
+            self.motion_pose = TimestepEmbedder(motion_dim)
+            self.fps_proj = TimestepEmbedder(hidden)
+            self.before_proj = nn.Linear(hidden, hidden)
+            adapters = [
+                AudioCrossAttention(hidden, avatar_audio.cross_dim, avatar_audio.norm_eps)
+                for _ in avatar_audio.insert_after
+            ]
+            for adapter in adapters:
+                nn.init.zeros_(adapter.to_out.weight)  # the release starts the adapters at zero
+            self.audio_adapter_blocks = nn.ModuleList(adapters)
 
     def set_attention_backend(self, backend: AttentionBackend | str, device: torch.device | str) -> None:
         """Use `backend` for every block; raises `AttentionBackendUnavailable` (naming the fix) if it cannot run.
@@ -193,8 +235,35 @@ class HunyuanDiT(nn.Module):
             block.compile(**options)
 
     # 1. embed ----------------------------------------------------------------------------------------------
-    def embed_vec(self, t: Tensor, text_pooled: Tensor, guidance: Tensor | None = None) -> Tensor:
-        """vec `[B, C]` = time_in(t) + vector_in(pooled) (+ guidance_in(guidance)); guidance already times 1000."""
+    def embed_vec(
+        self,
+        t: Tensor,
+        text_pooled: Tensor,
+        guidance: Tensor | None = None,
+        *,
+        motion_exp: Tensor | None = None,
+        motion_pose: Tensor | None = None,
+        fps: Tensor | None = None,
+    ) -> Tensor:
+        """vec `[B, C]` = time_in(t) + vector_in(pooled) (+ guidance_in(guidance)); guidance already times 1000.
+
+        Avatar: time_in(t) + motion_exp + motion_pose + fps_proj(fps) + vector_in(pooled), in the release's order.
+        """
+        avatar = (motion_exp, motion_pose, fps)
+        if self.config.avatar is not None:
+            if any(v is None for v in avatar):
+                raise ValueError(
+                    "an Avatar preset needs motion_exp [B, m], motion_pose [B, m] and fps [B] "
+                    "(the release infers with expression 30, head pose 25 and the video's fps)"
+                )
+            assert motion_exp is not None and motion_pose is not None and fps is not None
+            vec = self.time_in(t)
+            vec = vec + self._motion(self.motion_exp, motion_exp, "motion_exp")
+            vec = vec + self._motion(self.motion_pose, motion_pose, "motion_pose")
+            vec = vec + self.fps_proj(fps)
+            return vec + self.vector_in(text_pooled.to(self._dtype))
+        if any(v is not None for v in avatar):
+            raise ValueError("motion_exp, motion_pose and fps are Avatar inputs: this preset takes none")
         vec = self.time_in(t) + self.vector_in(text_pooled.to(self._dtype))
         if self.guidance_in is not None:
             if guidance is None:
@@ -205,6 +274,14 @@ class HunyuanDiT(nn.Module):
         elif guidance is not None:
             raise ValueError("this preset has no guidance_in (no embedded guidance): pass guidance=None")
         return vec
+
+    def _motion(self, embedder: nn.Module, values: Tensor, name: str) -> Tensor:
+        """`[B, m]` motion values, each through the sinusoid embedder (`[B*m, C/m]`), concatenated to `[B, C]`."""
+        assert self.config.avatar is not None
+        m = self.config.avatar.motion_values
+        if values.ndim != 2 or values.shape[1] != m:
+            raise _shape_error(name, f"[B, {m}] motion values", values)
+        return embedder(values.flatten()).reshape(values.shape[0], -1)
 
     def embed(
         self,
@@ -219,6 +296,10 @@ class HunyuanDiT(nn.Module):
         audio_states: Tensor | None = None,
         audio_strength: float = 1.0,
         video_cond: Tensor | None = None,
+        face_mask: Tensor | None = None,
+        motion_exp: Tensor | None = None,
+        motion_pose: Tensor | None = None,
+        fps: Tensor | None = None,
         sp: SPGroup | None = None,
     ) -> DiTState:
         """Step 1 of `forward`: check the inputs and build the `DiTState` (arguments as in `forward`).
@@ -226,23 +307,46 @@ class HunyuanDiT(nn.Module):
         With a sequence-parallel `sp`, every rank embeds the full inputs (cheap) and keeps its shard.
         """
         grid = self._check_inputs(
-            x, t, text_states, text_mask, text_pooled, guidance, ref_latents, audio_states, video_cond
+            x,
+            t,
+            text_states,
+            text_mask,
+            text_pooled,
+            guidance,
+            ref_latents,
+            audio_states,
+            video_cond,
+            face_mask,
         )
         dtype = self._dtype
-        vec = self.embed_vec(t, text_pooled, guidance)
+        vec = self.embed_vec(
+            t, text_pooled, guidance, motion_exp=motion_exp, motion_pose=motion_pose, fps=fps
+        )
 
         # image tokens; the video condition goes to video tokens only, never to identity tokens
         img = self.img_in(x.to(dtype))
         if video_cond is not None:
             img = img + self.bg_proj(self.bg_in(video_cond.to(dtype)))
-        if ref_latents is not None:
+        if self.config.avatar is not None:
+            # Avatar: the reference latents (the image repeated over the frames) are added to every video token,
+            # and the tokens of their first frame are prepended as identity tokens
+            assert ref_latents is not None
+            ref = ref_latents.to(dtype)
+            img = img + self.before_proj(self.ref_in(ref))
+            img = torch.cat([self.img_in(ref[:, :, : self.config.patch_size[0]]), img], dim=1)
+        elif ref_latents is not None:
             img = torch.cat([self.img_in(ref_latents.to(dtype)), img], dim=1)
 
         txt = self.txt_in(text_states.to(dtype), t, text_mask)
         txt_valid_len = tuple(int(n) for n in text_mask.sum(dim=1).tolist())
 
         positions = token_positions(
-            grid.frames, grid.height, grid.width, num_refs=grid.num_refs, device=x.device
+            grid.frames,
+            grid.height,
+            grid.width,
+            num_refs=grid.num_refs,
+            ref_w_shift=self.config.avatar is None,  # Avatar's 'timecat': t = -1, w unshifted
+            device=x.device,
         )
         rope_cos, rope_sin = rope_cos_sin(positions, self.config.rope_axes_dim, self.config.rope_theta)
 
@@ -251,9 +355,13 @@ class HunyuanDiT(nn.Module):
             assert self.config.audio is not None
             tokens = self.audio_proj(audio_states.to(dtype))  # [B, F, m, C]
             audio = align_audio_to_latent_frames(tokens, grid.frames, self.config.audio.frames_per_latent)
+        audio_mask = None
+        if face_mask is not None:
+            audio_mask = face_mask_tokens(face_mask, grid).to(dtype)
         state = DiTState(
-            img, txt, vec, positions, rope_cos, rope_sin, txt_valid_len, grid, audio, audio_strength
-        )
+            img, txt, vec, positions, rope_cos, rope_sin, txt_valid_len, grid, audio, audio_strength,
+            audio_mask=audio_mask,
+        )  # fmt: skip
         return self.split(state, sp)
 
     def split(self, state: DiTState, sp: SPGroup | None) -> DiTState:
@@ -419,6 +527,10 @@ class HunyuanDiT(nn.Module):
         audio_states: Tensor | None = None,
         audio_strength: float = 1.0,
         video_cond: Tensor | None = None,
+        face_mask: Tensor | None = None,
+        motion_exp: Tensor | None = None,
+        motion_pose: Tensor | None = None,
+        fps: Tensor | None = None,
         sp: SPGroup | None = None,
     ) -> Tensor:
         """Predict the flow-matching velocity.
@@ -431,11 +543,16 @@ class HunyuanDiT(nn.Module):
             text_pooled: `[B, text_pooled_dim]` CLIP-L pooled output.
             guidance: `[B]` embedded guidance already multiplied by 1000; required iff the preset has guidance_in.
             ref_latents: `[B, in_channels, K, H, W]` latents of K identity images (HunyuanCustom); subject k sits
-                at RoPE t = -k, w shifted by the token width.
+                at RoPE t = -k, w shifted by the token width. Avatar: `[B, in_channels, T, H, W]` like x, the
+                reference image repeated over the video and VAE-encoded; required.
             audio_states: `[B, F, window, layers, dim]` Whisper features per video frame, F = (T-1)*4+1
                 (audio presets); None skips the audio branch.
             audio_strength: scale of the audio cross-attention output (0 disables it).
             video_cond: `[B, 2*in_channels, T, H, W]` masked-video and mask latents (editing preset).
+            face_mask: Avatar: `[B, 1, T', H', W']` face mask (any size: pixels or latents), nearest-resized to
+                the token grid; it multiplies the audio adapters' output. None: the whole frame.
+            motion_exp, motion_pose: Avatar: `[B, 4]` expression and head-pose motion values (release: 30, 25).
+            fps: Avatar: `[B]` frames per second of the video (release: 25).
             sp: a sequence-parallel group: every rank of it passes the same inputs, holds its shard of the image
                 tokens through the blocks, and gets the whole output. None: one process.
 
@@ -453,6 +570,10 @@ class HunyuanDiT(nn.Module):
             audio_states=audio_states,
             audio_strength=audio_strength,
             video_cond=video_cond,
+            face_mask=face_mask,
+            motion_exp=motion_exp,
+            motion_pose=motion_pose,
+            fps=fps,
             sp=sp,
         )
         state = self.run_double_blocks(state)
@@ -475,6 +596,7 @@ class HunyuanDiT(nn.Module):
         ref_latents: Tensor | None,
         audio_states: Tensor | None,
         video_cond: Tensor | None,
+        face_mask: Tensor | None = None,
     ) -> TokenGrid:
         cfg = self.config
         pt, ph, pw = cfg.patch_size
@@ -507,7 +629,19 @@ class HunyuanDiT(nn.Module):
             raise _shape_error("guidance", f"[B] = [{batch}] (scale times 1000)", guidance)
         grid = TokenGrid(frames // pt, height // ph, width // pw)
 
-        if ref_latents is not None:
+        if cfg.avatar is not None:
+            if ref_latents is None or ref_latents.shape != x.shape:
+                raise _shape_error(
+                    "ref_latents",
+                    f"[B, {c}, T, H, W] = {list(x.shape)} like x (Avatar: the reference image over the frames)",
+                    ref_latents,
+                )
+            grid = dataclasses.replace(grid, num_refs=1)
+            if face_mask is not None and (face_mask.ndim != 5 or face_mask.shape[:2] != (batch, 1)):
+                raise _shape_error("face_mask", f"[B, 1, T, H, W] with B = {batch}", face_mask)
+        elif face_mask is not None:
+            raise ValueError("this preset takes no face mask: pass face_mask=None or an Avatar preset")
+        elif ref_latents is not None:
             if not cfg.identity_image:
                 raise ValueError(
                     "this preset takes no identity image: pass ref_latents=None or a hunyuancustom preset"
