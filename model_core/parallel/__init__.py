@@ -9,7 +9,7 @@ from model_core.parallel.group import ParallelLayout, SPGroup
 from model_core.parallel.launch import free_port, run_local_world
 from model_core.parallel.split import SequenceShard
 from model_core.parallel.ulysses import gather_heads, heads_to_seq, seq_to_heads, slice_heads
-from model_core.parallel.volume import CommVolume, forward_volume
+from model_core.parallel.volume import CommVolume, forward_volume, release_audio_gather_volume
 
 __all__ = [
     "CommVolume",
@@ -22,6 +22,7 @@ __all__ = [
     "free_port",
     "gather_heads",
     "heads_to_seq",
+    "release_audio_gather_volume",
     "run_local_world",
     "seq_to_heads",
     "slice_heads",

@@ -5,7 +5,8 @@ Counted as the implementation in this package communicates (see `HunyuanDiT.spli
   way in, the output on the way back; a rank keeps 1/P of each and sends the rest;
 * per attention layer, an all-gather of the text output's head slices (text stays replicated);
 * once, an all-gather of the final layer's patch features (out_channels * patch volume per token).
-Audio insertion and RoPE need no communication (each rank handles its own tokens).
+Audio insertion and RoPE need no communication (each rank handles its own tokens). `release_audio_gather_volume`
+counts what the releases send instead: an all-gather of the hidden image tokens before every audio adapter.
 """
 
 from __future__ import annotations
@@ -59,3 +60,17 @@ def forward_volume(
     pt, ph, pw = config.patch_size
     final_gather = (degree - 1) * batch * local * pt * ph * pw * config.out_channels * bytes_per_element
     return CommVolume(all_to_all=layers * a2a, all_gather=layers * text_gather + final_gather)
+
+
+def release_audio_gather_volume(
+    config: DiTConfig, *, image_tokens: int, batch: int, degree: int, bytes_per_element: int = 2
+) -> CommVolume:
+    """What one rank of the releases (HunyuanCustom audio, Avatar) sends per forward to gather the image tokens
+    for their audio adapters: one all-gather of its hidden-width shard per adapter. Running the adapters on the
+    frame-split shard, as `HunyuanDiT` does, saves all of it.
+    """
+    if degree == 1 or config.audio is None:
+        return CommVolume(0, 0)
+    local = -(-image_tokens // degree)
+    per_adapter = (degree - 1) * batch * local * config.hidden_size * bytes_per_element
+    return CommVolume(all_to_all=0, all_gather=len(config.audio.insert_after) * per_adapter)

@@ -18,6 +18,7 @@ from model_core.dit import HunyuanDiT
 from model_core.dit.fp8 import fp8_linear_names, fp8_map_path_for, quantize_state_dict_fp8
 from model_core.parallel import SPGroup
 from model_core.parallel.launch import run_local_world
+from model_core.parallel.volume import forward_volume, release_audio_gather_volume
 
 PRESET = "hunyuanvideo-avatar-704p"
 TINY = "tiny-hunyuanvideo-avatar-704p"
@@ -244,3 +245,14 @@ def _sp_world(rank: int, world: int) -> float:
 def test_sequence_parallel_avatar_equals_one_process() -> None:
     """30 image tokens over 2 ranks: the shard boundary cuts latent frame 1, so the adapter runs on its parts."""
     assert all(err < 1e-5 for err in run_local_world(_sp_world, 2))
+
+
+def test_frame_split_adapters_save_the_release_gathers_at_704p() -> None:
+    """704 x 704 px x 129 frames: 44 x 44 tokens x 33 latent frames + one identity frame, 8 ranks, batch 1, bf16."""
+    cfg = dit_preset(PRESET)
+    tokens = 44 * 44 * (33 + 1)
+    saved = release_audio_gather_volume(cfg, image_tokens=tokens, batch=1, degree=8)
+    assert saved.all_gather == 10 * 7 * (tokens // 8) * 3072 * 2  # ten adapters, 7 peers, the 3072-wide shard
+    assert round(saved.total / 1e9, 2) == 3.54  # GB sent per rank per forward, none of it needed here
+    full = forward_volume(cfg, image_tokens=tokens, text_tokens=256, batch=1, degree=8)
+    assert 0.3 < saved.total / full.total < 0.35  # a third more than the Ulysses traffic of the forward
