@@ -244,7 +244,7 @@ def test_no_credentials_in_the_chart(rendered: list[dict[str, Any]]) -> None:
 def test_hook_job_compiles_and_registers() -> None:
     objects = render(VALUES["full"], release="ads")
     (job,) = by_kind(objects, "Job")
-    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade,post-rollback"
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == f"registry.example.com/ads/adrender@{DIGEST}"

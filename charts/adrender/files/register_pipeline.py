@@ -1,6 +1,6 @@
 """Register the compiled render pipeline and the chart's recurring runs with the KFP v2beta1 REST API.
 
-Run by the chart's post-install / post-upgrade hook Job after ``adrender compile``:
+Run by the chart's post-install / post-upgrade / post-rollback hook Job after ``adrender compile``:
 
     python register_pipeline.py --config config.json --pipeline pipeline.yaml
 
