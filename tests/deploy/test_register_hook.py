@@ -305,3 +305,21 @@ def test_unreachable_api_names_the_host(pipeline_yaml: Path, tmp_path: Path) -> 
     result = run_hook(chart_config({}, "http://127.0.0.1:9", tmp_path), pipeline_yaml)
     assert result.returncode == 1
     assert "is kfp.host right and the KFP API reachable?" in result.stderr
+
+
+def test_rollback_points_the_runs_at_the_older_version(
+    kfp: FakeKfp, pipeline_yaml: Path, tmp_path: Path
+) -> None:
+    old = chart_config(FULL_VALUES, kfp.url, tmp_path)
+    assert run_hook(old, pipeline_yaml).returncode == 0
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps({**json.loads(old.read_text()), "version": "0.2.0"}))
+    assert run_hook(new, pipeline_yaml).returncode == 0
+    result = run_hook(
+        old, pipeline_yaml
+    )  # helm rollback: the post-rollback hook with the old release's config
+    assert result.returncode == 0, result.stderr
+    assert len(kfp.versions) == 2  # nothing uploaded again
+    first = next(v for v in kfp.versions.values() if v["display_name"] == "0.1.0")
+    refs = {r["pipeline_version_reference"]["pipeline_version_id"] for r in kfp.recurring.values()}
+    assert refs == {first["pipeline_version_id"]}
