@@ -225,11 +225,14 @@ def test_full_settings() -> None:
 def test_rbac_is_least_privilege() -> None:
     (role,) = by_kind(render(REQUIRED_VALUES), "Role")
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [SETTINGS_CONFIG_MAP], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [S3_SECRET, MLFLOW_SECRET], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [SETTINGS_CONFIG_MAP, "kfp-launcher"],
+         "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"],
+         "resourceNames": [S3_SECRET, MLFLOW_SECRET, "mlpipeline-minio-artifact"], "verbs": ["get"]},
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
     ]  # fmt: skip
-    (role,) = by_kind(render(VALUES["full"]), "Role")
-    assert role["rules"][1]["resourceNames"] == [S3_SECRET]  # mlflow.existingSecret ""
+    (role,) = by_kind(render(merged(VALUES["full"], {"kfp": {"artifactSecret": ""}})), "Role")
+    assert role["rules"][1]["resourceNames"] == [S3_SECRET]  # mlflow.existingSecret "", no artifact Secret
     trainer = [r for r in role["rules"] if r["apiGroups"] == ["trainer.kubeflow.org"]]
     assert trainer[0]["resources"] == ["trainjobs"]
     assert set(trainer[0]["verbs"]) == {"create", "get", "list", "watch", "delete"}
