@@ -368,3 +368,15 @@ def test_schema_rejects(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmValuesError) as err:
         render(values)
     assert message in str(err.value)
+
+
+def test_install_with_only_the_required_values() -> None:
+    """`helm install --dry-run=client` through the SDK (in-memory release storage): the install path, hooks included."""
+    config = helm.Config(storage_driver="memory", namespace="adrender")
+    release = config.install(str(CHART), "adrender", REQUIRED_VALUES, dry_run="client")
+    assert release["app_version"] == "0.1.0" and release["status"] == "pending-install"
+    assert "hook Job adrender-register" in release["notes"]
+    with pytest.raises(helm.HelmError, match="at ./kfp/host.: .. does not match pattern"):
+        config.install(
+            str(CHART), "adrender", {k: v for k, v in REQUIRED_VALUES.items() if k != "kfp"}, dry_run="client"
+        )
