@@ -142,6 +142,7 @@ def _pin_models(ctx: StepContext, campaign: Campaign, jobs: Sequence[Job], file:
     refs = sorted({ref for job in jobs for ref in _roles(campaign, job).values()})
     print(f"plan: resolving {len(refs)} model reference(s) in {ctx.registry.tracking_uri}", file=sys.stderr)
     pins: dict[str, ModelPin] = {}
+    max_subjects: dict[str, int] = {}
     problems: list[CampaignIssue] = []
     for ref in refs:
         try:
@@ -149,6 +150,7 @@ def _pin_models(ctx: StepContext, campaign: Campaign, jobs: Sequence[Job], file:
         except RegistryError as exc:
             problems.append(CampaignIssue(file, "models", f"{ref}: {exc}"))
             continue
+        max_subjects[ref] = r.max_subjects
         pins[ref] = ModelPin(
             ref=ref,
             name=r.name,
@@ -162,7 +164,41 @@ def _pin_models(ctx: StepContext, campaign: Campaign, jobs: Sequence[Job], file:
         )
     if problems:
         raise PlanError(str(CampaignError(problems)))
+    _check_subjects(campaign, jobs, pins, max_subjects, file)
     return pins
+
+
+def _check_subjects(
+    campaign: Campaign,
+    jobs: Sequence[Job],
+    pins: dict[str, ModelPin],
+    max_subjects: dict[str, int],
+    file: str,
+) -> None:
+    """A job may name more subjects than one, but only a DiT version registered for that many renders it.
+
+    The released HunyuanCustom checkpoints condition on one identity image; a version registered with the
+    registry's `adrender.max_subjects` tag takes up to that many (`Registry.register(..., max_subjects=k)`).
+    """
+    problems = []
+    for i, job in enumerate(campaign.jobs):
+        if job not in jobs:
+            continue
+        ref = campaign.models_for(job)["dit"]
+        limit = max_subjects[ref]
+        if len(job.subjects) > limit:
+            problems.append(
+                CampaignIssue(
+                    file,
+                    f"jobs[{i}].subjects",
+                    f"{len(job.subjects)} subjects, but {pins[ref].pinned} ({ref}) was registered for "
+                    f"{limit}: the released HunyuanCustom checkpoints take one identity image. Keep "
+                    f"{limit} subject(s), or use a DiT version registered with max_subjects >= "
+                    f"{len(job.subjects)}",
+                )
+            )
+    if problems:
+        raise PlanError(str(CampaignError(problems)))
 
 
 def _roles(campaign: Campaign, job: Job) -> dict[str, str]:

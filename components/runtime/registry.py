@@ -9,7 +9,13 @@ experiment ``adrender-models``) and tags that say what it is:
   because older MLflow servers cap a model-version tag value at 5000 (MLflow 3 allows 100 000);
 - ``adrender.total_bytes`` and ``adrender.source`` (where the files came from, free text);
 - ``adrender.license.excluded_territories``: territories the licence of the weights excludes, as
-  comma-separated upper-case ISO 3166-1 alpha-2 codes (``EU,GB,KR``); absent when none are.
+  comma-separated upper-case ISO 3166-1 alpha-2 codes (``EU,GB,KR``); absent when none are;
+- ``adrender.max_subjects``: how many subjects (identity images) one render may condition on; absent means
+  one. The released HunyuanCustom checkpoints were trained and released for a single identity image (multi-image
+  input was announced, never released), so they are registered without it and ``plan`` rejects a job with two
+  subjects for them. A checkpoint trained for k subjects (identity latents at t = -1..-k with the w shift, one
+  LLaVA image slot per subject) is registered with ``register(..., max_subjects=k)``
+  (the `adrender models register` command line has no option for it yet).
 
 :meth:`Registry.register` first checks that the files fit the preset (:func:`check_checkpoint`): the preset
 exists, a DiT or VAE checkpoint has exactly the preset's keys and shapes (read from the file header or a
@@ -105,6 +111,7 @@ TAG_SOURCE = "adrender.source"
 TAG_FILES_PARTS = "adrender.files.parts"
 TAG_FILES_PART = "adrender.files.{:03d}"
 TAG_EXCLUDED_TERRITORIES = "adrender.license.excluded_territories"
+TAG_MAX_SUBJECTS = "adrender.max_subjects"
 # MLflow 2.x servers reject model-version tag values over 5000 characters.
 TAG_VALUE_LIMIT = 5000
 
@@ -222,14 +229,28 @@ class ModelRef:
         return f"{self.name}@{self.alias}" if self.alias is not None else f"{self.name}/{self.version}"
 
 
+def _max_subjects(value: str, what: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise RegistryError(
+            f"{what} has {TAG_MAX_SUBJECTS}={value!r}; it must be a whole number >= 1. Fix the tag with "
+            f"`mlflow` or register the folder again with max_subjects set."
+        )
+    return count
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     """One immutable registered model version and what its files must be.
 
     ``files`` maps each relative path (POSIX separators) to its sha256 hex digest, ``sizes`` to its
     byte count. ``excluded_territories`` are the upper-case ISO 3166-1 alpha-2 codes (and ``EU``) where
-    the licence of the weights does not allow their use. ``str(resolved)`` is ``name/version``, the form
-    to record in cache keys and manifests.
+    the licence of the weights does not allow their use. ``max_subjects`` is how many subjects (identity
+    images) one render may condition on (the ``adrender.max_subjects`` tag, 1 without it).
+    ``str(resolved)`` is ``name/version``, the form to record in cache keys and manifests.
     """
 
     name: str
@@ -240,6 +261,7 @@ class ResolvedModel:
     source: str
     sizes: Mapping[str, int] = field(hash=False, default_factory=dict)
     excluded_territories: tuple[str, ...] = ()
+    max_subjects: int = 1
 
     @property
     def ref(self) -> ModelRef:
@@ -257,6 +279,7 @@ class ResolvedModel:
             "total_bytes": self.total_bytes,
             "source": self.source,
             "excluded_territories": list(self.excluded_territories),
+            "max_subjects": self.max_subjects,
         }
 
     @classmethod
@@ -271,6 +294,7 @@ class ResolvedModel:
             source=str(data.get("source", "")),
             sizes={str(k): int(v) for k, v in data.get("sizes", {}).items()},
             excluded_territories=tuple(str(t) for t in data.get("excluded_territories", ())),
+            max_subjects=int(data.get("max_subjects", 1)),
         )
 
     def __str__(self) -> str:
@@ -527,6 +551,7 @@ class Registry:
         source: str = "",
         aliases: Sequence[str] = (),
         excluded_territories: Sequence[str] = (),
+        max_subjects: int = 1,
         validate: Callable[[Path, str], None] | None = None,
     ) -> ResolvedModel:
         """Upload ``folder`` as a new version of registered model ``name`` and return it, READY.
@@ -536,13 +561,15 @@ class Registry:
         fit). Every regular file under ``folder`` is then hashed, logged as an artifact of a run in the
         ``adrender-models`` experiment, and recorded in the version's tags with ``preset`` (a
         ``model_core`` preset name), ``source`` (where the files came from) and ``excluded_territories``
-        (codes such as ``["EU", "GB", "KR"]`` or ``"EU,GB,KR"``). ``aliases`` are then pointed at the
-        new version.
+        (codes such as ``["EU", "GB", "KR"]`` or ``"EU,GB,KR"``), and ``max_subjects`` when the checkpoint
+        was trained for more than one subject. ``aliases`` are then pointed at the new version.
         """
         _check_name(name)
         for alias in aliases:
             _check_alias(alias)
         territories = _territory_codes(excluded_territories)
+        if not isinstance(max_subjects, int) or max_subjects < 1:
+            raise ValueError(f"max_subjects must be a whole number >= 1, got {max_subjects!r}")
         if not preset or not isinstance(preset, str):
             raise ValueError(f"preset must be a model_core preset name such as 'hunyuan-vae', got {preset!r}")
         folder = Path(folder)
@@ -557,6 +584,8 @@ class Registry:
         tags = {TAG_PRESET: preset, TAG_TOTAL_BYTES: str(total), TAG_SOURCE: source[:TAG_VALUE_LIMIT]}
         if territories:
             tags[TAG_EXCLUDED_TERRITORIES] = ",".join(territories)
+        if max_subjects > 1:
+            tags[TAG_MAX_SUBJECTS] = str(max_subjects)
         tags.update(_encode_files_tags(entries))
 
         client = self._client
@@ -653,6 +682,7 @@ class Registry:
                     }
                 )
             ),
+            max_subjects=_max_subjects(tags.get(TAG_MAX_SUBJECTS, "1"), what),
         )
 
     def fetch(self, resolved: ResolvedModel, *, full_verify: bool = False, quick: bool = False) -> Path:
