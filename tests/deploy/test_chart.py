@@ -288,7 +288,9 @@ def test_network_policy_egress() -> None:
     assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-dns"}
     assert {"port": 53, "protocol": "UDP"} in dns["ports"]
     assert {"ipBlock": {"cidr": "10.20.0.0/16"}} in spec["egress"][-1]["to"]
-    assert len(spec["egress"]) == 1 + 4 + 1  # DNS, store / MLflow / KFP / Pushgateway, the extra rule
+    assert (
+        len(spec["egress"]) == 1 + 5 + 1
+    )  # DNS, store / MLflow / KFP / Pushgateway / API server, the extra rule
     assert not by_kind(
         render(merged(REQUIRED_VALUES, {"networkPolicy": {"enabled": False}})), "NetworkPolicy"
     )
