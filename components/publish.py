@@ -136,8 +136,9 @@ def _provenance(
     }
 
 
-def _qc_record(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
-    """The provenance's ``qc`` section: the verdict and scores of ``qc.json`` without its thumbnails."""
+def _qc_record(doc: Mapping[str, Any], key: str, attempts: list[Any] | None = None) -> dict[str, Any]:
+    """The provenance's ``qc`` section: the verdict and scores of ``qc.json`` without its thumbnails, and every
+    attempt (seed, verdict, failed checks) when the re-render gate rendered the unit more than once."""
     return {
         "verdict": doc["verdict"],
         "failed": doc["failed"],
@@ -146,7 +147,10 @@ def _qc_record(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
         "scores": doc["scores"],
         "models": doc["models"],
         "checks": doc["checks"],
-        "attempts": [{"seed": doc["seed"], "verdict": doc["verdict"], "failed": doc["failed"]}],
+        "attempts": [
+            {k: a[k] for k in ("seed", "verdict", "failed", "key", "error") if k in a}
+            for a in attempts or [{"seed": doc["seed"], "verdict": doc["verdict"], "failed": doc["failed"]}]
+        ],
         "key": key,
     }
 
@@ -193,7 +197,9 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
             qc = ups["qc"].ok(unit.unit_id) if "qc" in ups else None
             if qc is not None:
                 record["qc"] = _qc_record(
-                    json.loads(ctx.store.get_bytes(qc.artifacts["qc"].key)), qc.artifacts["qc"].key
+                    json.loads(ctx.store.get_bytes(qc.artifacts["qc"].key)),
+                    qc.artifacts["qc"].key,
+                    qc.details.get("attempts"),
                 )
             # the provenance is written last: plan treats it as the mark of a published unit
             ctx.store.put_bytes(

@@ -20,18 +20,26 @@ result (a model that is not registered leaves its metrics "not run", with the re
 process. ``qc.json`` also holds first / middle / last thumbnails and the reference images as small PNGs, and the
 loudness curve, for the report (``components.report``).
 
+The re-render gate (:func:`rerender_gate`): a unit that fails QC, where every failed check is one a new seed
+may fix, is rendered again with :func:`rerender_seed` (a seed derived from its first seed and the attempt
+number), up to the campaign's ``qc.max_rerenders`` times; the attempts go through sampling, decode, foley and
+QC as a shard of their own, and publish then gets each unit's last attempt, with every attempt's seed, verdict
+and failed checks in the ``qc_metrics`` manifest (``attempts``). A unit that fails every attempt is published as
+failed-QC.
+
 ``python -m components.qc_metrics --shard KEY --input video=KEY [--input foley=KEY]``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,9 +54,12 @@ from components.runtime.manifest import (
     UnitPlan,
     content_key,
     read_manifest,
+    short_digest,
+    write_manifest,
 )
 from components.runtime.spec import QCProfile
 from components.runtime.step import StepContext, shard_step, step_main, unit_loop
+from components.runtime.store import validate_key
 from components.runtime.telemetry import StepTelemetry
 
 if TYPE_CHECKING:
@@ -65,6 +76,8 @@ __all__ = [
     "QCTelemetry",
     "evaluate",
     "main",
+    "rerender_gate",
+    "rerender_seed",
     "run",
 ]
 
@@ -447,6 +460,138 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
         return unit_loop(ctx, shard, STEP, keys_for, body, telemetry=telemetry, upstream=ups_list)
 
     return shard_step(ctx, STEP, shard_key, upstream, work)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the re-render gate
+
+
+def rerender_seed(seed: int, attempt: int) -> int:
+    """The seed of re-render ``attempt`` (1, 2, ...) of a unit first rendered with ``seed`` (attempt 0: ``seed``).
+
+    The first 4 bytes of sha256("adrender-rerender:<seed>:<attempt>"): stable across runs and machines, so a
+    resumed campaign re-renders with the same seeds, and unrelated to the seeds of the other variants."""
+    if attempt == 0:
+        return seed
+    digest = hashlib.sha256(f"adrender-rerender:{seed}:{attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def _attempt_summary(ctx: StepContext, out: UnitOutput, seed: int) -> dict[str, Any]:
+    """Seed, verdict, failed checks and whether to re-render, from a unit's QC output (read back when cached)."""
+    doc = json.loads(ctx.store.get_bytes(out.artifacts["qc"].key))
+    return {
+        "seed": seed,
+        "verdict": doc["verdict"],
+        "failed": doc["failed"],
+        "rerender": doc["rerender"],
+        "key": out.artifacts["qc"].key,
+    }
+
+
+# (shard manifest key) -> {stage name: step manifest key} of every stage before publish, run on that shard
+RunAttempt = Callable[[str], Mapping[str, str]]
+
+
+def rerender_gate(
+    ctx: StepContext, shard_key: str, keys: Mapping[str, str], run_attempt: RunAttempt
+) -> tuple[str, dict[str, str]]:
+    """Re-render the units of a shard that failed QC with a seed-fixable failure, up to ``qc.max_rerenders`` times.
+
+    ``keys``: the manifests of the first attempt (every stage before publish, ``qc_metrics`` included).
+    ``run_attempt(shard_key)`` runs those stages on a shard of the units to re-render. Returns the shard and the
+    stage manifests publish should read: unchanged when nothing was re-rendered, else merged so that each unit
+    has its last attempt (its seed in the shard, its outputs in every manifest, and every attempt in the
+    ``qc_metrics`` manifest's ``attempts``).
+    """
+    base = read_manifest(ctx.store, shard_key, ShardManifest)
+    qc = campaign_qc(ctx, base)
+    first_qc = read_manifest(ctx.store, keys[STEP], StepManifest)
+    attempts: dict[str, list[dict[str, Any]]] = {
+        u.unit_id: [_attempt_summary(ctx, first_qc.units[u.unit_id], u.seed)]
+        for u in base.units
+        if first_qc.ok(u.unit_id) is not None
+    }
+    runs: list[Mapping[str, str]] = []
+    for attempt in range(1, qc.max_rerenders + 1):
+        todo = [u for u in base.units if u.unit_id in attempts and attempts[u.unit_id][-1]["rerender"]]
+        if not todo:
+            break
+        units = []
+        for u in todo:
+            seed = rerender_seed(u.seed, attempt)
+            units.append(u.model_copy(update={"seed": seed, "sampling": {**u.sampling, "seed": seed}}))
+        retry = base.model_copy(update={"shard_id": f"{base.shard_id}-rerender{attempt}", "units": units})
+        retry_key = validate_key(
+            f"{base.prefix.strip('/')}/{base.campaign_id}/_shards/{retry.shard_id}/"
+            f"{short_digest({'shard': shard_key, 'attempt': attempt})}/shard.json"
+        )
+        write_manifest(ctx.store, retry_key, retry)
+        log.info(
+            "re-rendering %d unit(s) of %s that failed QC (attempt %d)", len(units), base.shard_id, attempt
+        )
+        run_keys = run_attempt(retry_key)
+        runs.append(run_keys)
+        qc_out = read_manifest(ctx.store, run_keys[STEP], StepManifest)
+        for u in units:
+            out = qc_out.ok(u.unit_id)
+            if out is None:  # the re-render itself failed: the last attempt that was checked stands
+                error = qc_out.units[u.unit_id].error if u.unit_id in qc_out.units else "no output"
+                attempts[u.unit_id].append(
+                    {"seed": u.seed, "verdict": "error", "failed": [], "rerender": False, "error": error}
+                )
+                continue
+            attempts[u.unit_id].append(_attempt_summary(ctx, out, u.seed))
+    if not runs:
+        return shard_key, dict(keys)
+    return _merge(ctx, base, shard_key, keys, runs, attempts)
+
+
+def _merge(
+    ctx: StepContext,
+    base: ShardManifest,
+    shard_key: str,
+    keys: Mapping[str, str],
+    runs: Sequence[Mapping[str, str]],
+    attempts: Mapping[str, list[dict[str, Any]]],
+) -> tuple[str, dict[str, str]]:
+    """Write the shard and stage manifests of each unit's last good attempt; returns their keys."""
+    digest = short_digest({"shard": shard_key, "runs": [dict(sorted(r.items())) for r in runs]})
+    folder = f"{base.prefix.strip('/')}/{base.campaign_id}/_shards/{base.shard_id}/rerendered/{digest}"
+    # a re-rendered unit takes every output of an attempt that got through QC, never a mix of attempts
+    qc_runs = [read_manifest(ctx.store, r[STEP], StepManifest) for r in runs]
+    checked = [{uid for uid in m.units if m.ok(uid) is not None} for m in qc_runs]
+    merged_keys: dict[str, str] = {}
+    for stage, key in keys.items():
+        manifest = read_manifest(ctx.store, key, StepManifest)
+        units = dict(manifest.units)
+        for run_keys, ok_ids in zip(runs, checked):
+            if stage in run_keys:
+                later = read_manifest(ctx.store, run_keys[stage], StepManifest)
+                units |= {uid: out for uid, out in later.units.items() if uid in ok_ids}
+        if stage == STEP:
+            units = {
+                uid: out.model_copy(update={"details": {**out.details, "attempts": attempts[uid]}})
+                if uid in attempts
+                else out
+                for uid, out in units.items()
+            }
+        merged_keys[stage] = validate_key(f"{folder}/{stage}/manifest.json")
+        write_manifest(ctx.store, merged_keys[stage], manifest.model_copy(update={"units": units}))
+    # each unit's seed is that of its last attempt with outputs
+    last_ok = {
+        uid: next((a["seed"] for a in reversed(atts) if a["verdict"] != "error"), None)
+        for uid, atts in attempts.items()
+    }
+    shard_units = [
+        u.model_copy(update={"seed": s, "sampling": {**u.sampling, "seed": s}})
+        if (s := last_ok.get(u.unit_id)) is not None and s != u.seed
+        else u
+        for u in base.units
+    ]
+    merged_shard = validate_key(f"{folder}/shard.json")
+    write_manifest(ctx.store, merged_shard, base.model_copy(update={"units": shard_units}))
+    return merged_shard, merged_keys
 
 
 def main(argv: Sequence[str] | None = None) -> int:

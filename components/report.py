@@ -235,7 +235,8 @@ def render_html(
     failed = [d for d in ordered if d.get("verdict") == "fail"]
     links = "".join(f'<a href="#unit-{_e(d["unit"])}">{_e(d["unit"])}</a>' for d in failed)
     body = "".join(
-        _unit_html(d, attempts.get(str(d.get("unit")), [{"seed": d.get("seed"), **d}])) for d in ordered
+        _unit_html(d, attempts.get(str(d.get("unit"))) or d.get("attempts") or [{"seed": d.get("seed"), **d}])
+        for d in ordered
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>QC report: {_e(campaign)}</title>
@@ -284,7 +285,11 @@ def load_qc_documents(store: Any, output_prefix: str, campaign: str) -> list[dic
         key = (prov.get("qc") or {}).get("key")
         if key:
             try:
-                docs.append(json.loads(store.get_bytes(key)))
+                doc = json.loads(store.get_bytes(key))
+                doc["attempts"] = prov["qc"].get(
+                    "attempts", []
+                )  # every render of the unit, re-renders included
+                docs.append(doc)
             except ObjectNotFound:
                 log.warning("%s names QC results %s that are not in the store", entry["provenance"], key)
     return docs

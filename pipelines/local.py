@@ -8,6 +8,7 @@ checkpoints in the store, so running the same command again resumes where it sto
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import subprocess
@@ -21,6 +22,7 @@ from typing import IO, Any
 
 from components import plan as plan_step
 from components import publish as publish_step
+from components import qc_metrics as qc_step
 from components.runtime.manifest import ShardManifest, StepManifest, read_manifest
 from components.runtime.step import StepContext
 from pipelines.dag import STAGES, Stage
@@ -189,13 +191,16 @@ def render(
     ctx.progress = bars.step
     publish_keys: list[str] = []
     try:
+        before = tuple(s for s in STAGES if s.name != "publish")
+        after = tuple(s for s in STAGES if s.name == "publish")
         for ref in plan.shards:
-            keys: dict[str, str] = {}
-            for stage in STAGES:
-                inputs = {name: keys[up] for name, up in stage.inputs.items()}
-                keys[stage.name] = run_stage(ctx, stage, ref.key, inputs, options.world_size)
-                if on_stage is not None:
-                    on_stage(ref.shard_id, stage.name, keys[stage.name])
+            run = functools.partial(
+                _run_stages, ctx, ref.shard_id, world_size=options.world_size, on_stage=on_stage
+            )
+            # every stage up to QC, units that failed QC re-rendered with new seeds (bounded), then publish
+            keys = run(ref.key, before)
+            shard_key, keys = qc_step.rerender_gate(ctx, ref.key, keys, functools.partial(run, stages=before))
+            keys = run(shard_key, after, keys)
             report.stage_keys[ref.shard_id] = keys
             publish_keys.append(keys["publish"])
             _collect(ctx, ref.key, keys, report)
@@ -207,6 +212,27 @@ def render(
     report.index_key = publish_step.index(ctx, plan_key, publish_keys)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _run_stages(
+    ctx: StepContext,
+    shard_id: str,
+    shard_key: str,
+    stages: tuple[Stage, ...],
+    keys: dict[str, str] | None = None,
+    *,
+    world_size: int,
+    on_stage: Callable[[str, str, str], None] | None,
+) -> dict[str, str]:
+    """Run ``stages`` on a shard in order, adding each stage's manifest key to ``keys`` (a new dict when None);
+    returns ``keys``."""
+    keys = {} if keys is None else keys
+    for stage in stages:
+        inputs = {name: keys[up] for name, up in stage.inputs.items()}
+        keys[stage.name] = run_stage(ctx, stage, shard_key, inputs, world_size)
+        if on_stage is not None:
+            on_stage(shard_id, stage.name, keys[stage.name])
+    return keys
 
 
 def _collect(ctx: StepContext, shard_key: str, keys: dict[str, str], report: RenderReport) -> None:

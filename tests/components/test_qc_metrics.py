@@ -6,6 +6,7 @@ and the verdict against the campaign's thresholds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -199,3 +200,54 @@ def test_qc_telemetry_histograms_pass_rate_and_failed_checks() -> None:
         get("adrender_qc_score_distribution_count", {**base, "metric": "dino_sim", "verdict": "pass"}) is None
     )
     assert get("adrender_qc_score_count", {**base, "metric": "clip_text"}) == 2  # the step's summary as well
+
+
+def _render(root: Path, media: Path, registry: object, qc: dict[str, object]) -> Path:
+    from components.runtime.settings import RuntimeSettings
+    from components.runtime.store import LocalStore
+
+    job = {**ALL_MODES[0], "foley": False}  # picture only: every failure is one a new seed may fix
+    campaign = write_campaign(root, media, [job], qc=qc)
+    ctx = StepContext(
+        settings=RuntimeSettings(store=(root / "store").resolve().as_uri()),
+        store=LocalStore(root / "store"),
+        registry=registry.registry(root / "model-cache"),  # type: ignore[attr-defined]
+        device="cpu",
+        work_dir=root / "work",
+    )
+    report = render(ctx, RenderOptions(campaign, progress=False))
+    assert [u.status for u in report.units] == ["published"], report.units
+    return root / "store/deliverables/test-campaign/woman-intro"
+
+
+def test_rerender_gate(tmp_path: Path, tiny_registry: object, demo_media: Path) -> None:
+    from components.qc_metrics import rerender_seed
+
+    # 1. a threshold no render reaches: every attempt fails, the unit is published as failed-QC with all of them
+    out = _render(
+        tmp_path / "always",
+        demo_media,
+        tiny_registry,
+        {"min_identity_similarity": 0.9999, "max_rerenders": 3},
+    )
+    prov = json.loads((out / "woman-intro-v00.json").read_text())
+    attempts = prov["qc"]["attempts"]
+    first = attempts[0]["seed"]
+    assert [a["seed"] for a in attempts] == [first] + [rerender_seed(first, i) for i in (1, 2, 3)]
+    assert [a["verdict"] for a in attempts] == ["fail"] * 4 and prov["qc"]["verdict"] == "fail"
+    assert prov["seed"] == prov["sampling"]["seed"] == attempts[-1]["seed"]  # the published video is the last
+    docs = [json.loads((tmp_path / "always/store" / a["key"]).read_text()) for a in attempts]
+    assert [d["seed"] for d in docs] == [a["seed"] for a in attempts]
+    last_video = tmp_path / "always/store" / docs[-1]["video"]["key"]
+    assert prov["video"]["sha256"] == hashlib.sha256(last_video.read_bytes()).hexdigest()
+    # DINO-Sim: the tiny models' CLIP-B-T is negative, below what a campaign threshold may be
+    scores = [d["scores"]["dino_sim"] for d in docs]
+    assert len(set(scores)) == 4, scores  # new seeds, new videos
+
+    # 2. a threshold between the first seed's score and a later one: re-rendered until it passes
+    k = next(i for i in range(1, 4) if scores[i] > max(scores[:i]))  # the tiny models' scores: see the assert
+    threshold = (max(scores[:k]) + scores[k]) / 2
+    out = _render(tmp_path / "fixed", demo_media, tiny_registry, {"min_identity_similarity": threshold})
+    prov = json.loads((out / "woman-intro-v00.json").read_text())
+    assert [a["verdict"] for a in prov["qc"]["attempts"]] == ["fail"] * k + ["pass"]
+    assert prov["qc"]["verdict"] == "pass" and prov["seed"] == rerender_seed(first, k)
