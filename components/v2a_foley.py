@@ -6,12 +6,14 @@ else its prompt) and its negative to CLAP; the MMDiT samples DAC-VAE latents (fl
 4.5 as released) and the DAC decodes them to 48 kHz. The bed is brought to the job's delivery loudness (integrated
 loudness within ±1 LU of the target, true peak under the ceiling; ``components.runtime.soundtrack``, measured with
 the project's EBU R128 meter) and muxed into the mp4 as AAC 48 kHz stereo. An audio-mode job that asks for foley
-gets the bed mixed under its driving voice, ducked while the voice speaks (voice at least 10 LU above the bed).
+gets the bed mixed under its driving voice, ducked while the voice speaks (voice at least 10 LU above the bed);
+with foley off (the audio-mode default) the voice alone is the soundtrack, normalised the same way.
 
-Outputs per unit: ``video`` (the muxed mp4) and ``foley`` (``foley.wav``: the bed as it sits in the soundtrack).
-The manifest details record the bed's integrated loudness (HunyuanVideo-Foley can produce gibberish speech or
-music; QC reads it), the soundtrack's loudness and true peak as measured in the final mp4, and, with a voice, the
-smallest voice-over-bed margin. A unit with foley off passes its decoded video on unchanged (the same artifact).
+Outputs per unit: ``video`` (the muxed mp4) and, with foley, ``foley`` (``foley.wav``: the bed as it sits in the
+soundtrack). The manifest details record the bed's integrated loudness (HunyuanVideo-Foley can produce gibberish
+speech or music; QC reads it), the soundtrack's loudness and true peak as measured in the final mp4, and, with a
+voice, the smallest voice-over-bed margin. A unit with neither foley nor a voice passes its decoded video on
+unchanged (the same artifact).
 
 ``python -m components.v2a_foley --shard KEY --input video=KEY``.
 """
@@ -57,9 +59,9 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
         decoded = ups["video"]
         outputs: dict[str, UnitOutput] = {}
         for unit in shard.units:
-            if unit.foley:
+            if _has_sound(unit):
                 continue
-            # no foley: the decoded video is the output, the same object (publish always reads this step)
+            # no sound: the decoded video is the output, the same object (publish always reads this step)
             failed = upstream_failure(unit.unit_id, (decoded,))
             src = decoded.ok(unit.unit_id)
             if failed is not None or src is None:
@@ -73,31 +75,42 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
             telemetry.unit_done("ok")
 
         def keys_for(unit: UnitPlan) -> dict[str, str]:
-            payload = {
-                "video": decoded.units[unit.unit_id].artifacts["video"].sha256,
-                "models": {role: unit.models[role] for role in MODEL_ROLES},
+            foley = {
+                "models": {role: unit.models.get(role) for role in MODEL_ROLES},
                 "prompt": unit.foley_prompt,
                 "negative_prompt": unit.foley_negative_prompt,
                 "seed": unit.seed,
                 "steps": FOLEY_STEPS,
                 "guidance": FOLEY_GUIDANCE,
+            }
+            payload = {
+                "video": decoded.units[unit.unit_id].artifacts["video"].sha256,
+                "foley": foley if unit.foley else None,
                 "loudness_lufs": unit.loudness_lufs,
                 "true_peak_dbtp": unit.true_peak_dbtp,
                 "voice": unit.assets.get(unit.audio_uri) if unit.audio_uri else None,
             }
+            files = (
+                (("video", "video.mp4"), ("foley", "foley.wav")) if unit.foley else (("video", "video.mp4"),)
+            )
             return {
                 name: content_key(shard.prefix, shard.campaign_id, unit.unit_id, STEP, payload, file)
-                for name, file in (("video", "video.mp4"), ("foley", "foley.wav"))
+                for name, file in files
             }
 
         def body(unit: UnitPlan, keys: Mapping[str, str]) -> dict[str, Any]:
             return _render(ctx, shard, unit, decoded.units[unit.unit_id].artifacts["video"].key, keys)
 
-        foley_units = shard.model_copy(update={"units": [u for u in shard.units if u.foley]})
-        outputs |= unit_loop(ctx, foley_units, STEP, keys_for, body, telemetry=telemetry, upstream=[decoded])
+        sound_units = shard.model_copy(update={"units": [u for u in shard.units if _has_sound(u)]})
+        outputs |= unit_loop(ctx, sound_units, STEP, keys_for, body, telemetry=telemetry, upstream=[decoded])
         return {u.unit_id: outputs[u.unit_id] for u in shard.units}
 
     return shard_step(ctx, STEP, shard_key, upstream, work, model_roles=MODEL_ROLES)
+
+
+def _has_sound(unit: UnitPlan) -> bool:
+    """Foley on, or a driving voice (audio mode): the voice alone is the soundtrack when foley is off."""
+    return unit.foley or unit.audio_uri is not None
 
 
 def _render(
@@ -117,9 +130,13 @@ def _render(
     seconds = frames.shape[0] / fps
     n = round(seconds * soundtrack.RATE)
 
-    bed = _foley_bed(ctx, shard, unit, frames, fps)[:n]
-    bed = np.pad(bed - bed.mean(), (0, n - bed.shape[0]))  # no DC offset: it only eats true-peak headroom
-    details: dict[str, Any] = {"foley": "on", "seconds": round(seconds, 3), "steps": FOLEY_STEPS}
+    details: dict[str, Any] = {"foley": "on" if unit.foley else "off", "audio_seconds": round(seconds, 3)}
+    if unit.foley:
+        bed = _foley_bed(ctx, shard, unit, frames, fps)[:n]
+        bed = np.pad(bed - bed.mean(), (0, n - bed.shape[0]))  # no DC offset: it only eats true-peak headroom
+        details["foley_steps"] = FOLEY_STEPS
+    else:
+        bed = np.zeros(n)
 
     voice = None
     if unit.audio_uri is not None:
@@ -128,8 +145,9 @@ def _render(
         voice_file = localize(unit.audio_uri, ctx.settings, ctx.scratch("assets"))
         voice = soundtrack.read_audio(voice_file)[:n]
         voice = np.pad(voice, (0, n - voice.shape[0]))
-        bed, cut = soundtrack.duck_under(bed, voice)
-        details["duck_max_cut_db"] = round(cut, 2)
+        if unit.foley:
+            bed, cut = soundtrack.duck_under(bed, voice)
+            details["duck_max_cut_db"] = round(cut, 2)
     mix = bed if voice is None else voice + bed
     stereo = np.stack([mix, mix])  # the delivery format is stereo; the bed is mono
 
@@ -153,11 +171,14 @@ def _render(
         final = _mux(silent, stereo * gain, scratch, muxed)
 
     bed_out = bed * gain
-    bed_file = soundtrack.write_wav(scratch / "foley.wav", bed_out)
-    bed_level = soundtrack.measure(np.stack([bed_out, bed_out]), scratch)  # as it plays: both channels
+    if unit.foley:
+        bed_file = soundtrack.write_wav(scratch / "foley.wav", bed_out)
+        ctx.store.put_file(keys["foley"], bed_file, metadata={"format": "wav"})
+        bed_level = soundtrack.measure(np.stack([bed_out, bed_out]), scratch)  # as it plays: both channels
+        details["bed_lufs"] = _finite(bed_level.integrated_lufs)
+        details["bed_true_peak_dbtp"] = _finite(bed_level.true_peak_dbtp)
     details |= {
-        "bed_lufs": _finite(bed_level.integrated_lufs),
-        "bed_true_peak_dbtp": _finite(bed_level.true_peak_dbtp),
+        "soundtrack": " + ".join(n for n, on in (("voice", voice is not None), ("foley", unit.foley)) if on),
         "soundtrack_lufs": _finite(final.integrated_lufs),
         "soundtrack_true_peak_dbtp": _finite(final.true_peak_dbtp),
         "target_lufs": target,
@@ -169,11 +190,10 @@ def _render(
         details["loudness_note"] = (
             f"{seconds:.2f} s is shorter than one 400 ms gating block: normalised on the clip looped to 3 s"
         )
-    if voice is not None:
+    if voice is not None and unit.foley:
         margin = soundtrack.voice_over_bed_lu(voice * gain, bed_out, scratch)
         details["voice_over_bed_lu"] = None if margin is None else round(margin, 2)
     ctx.store.put_file(keys["video"], muxed, metadata={"format": "mp4"})
-    ctx.store.put_file(keys["foley"], bed_file, metadata={"format": "wav"})
     for path in scratch.iterdir():
         path.unlink(missing_ok=True)
     scratch.rmdir()
@@ -243,8 +263,7 @@ def _foley_bed(
         num_steps=FOLEY_STEPS,
         guidance_scale=FOLEY_GUIDANCE,
         seed=unit.seed,
-        progress=lambda done, total: ctx.report(unit.unit_id, done, total),
-    )
+    )  # no progress hook: the runner's bars count one sampling loop per unit, the DiT's
     with torch.no_grad():
         dac = foley.dac
         audio = dac.decode(latents.to(next(dac.parameters()).dtype))[0, 0].float()

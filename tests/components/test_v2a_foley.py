@@ -53,6 +53,8 @@ def test_foley_soundtrack_is_aac_48k_at_the_delivery_loudness(
         # a streaming profile, and a clip shorter than one 400 ms gating block (5 frames at 24 fps)
         {**t2v, "delivery": {"loudness_lufs": -16, "true_peak_dbtp": -1.5}},
         {**ALL_MODES[2], "foley": False},
+        # audio mode, foley off (its default): the voice alone is the soundtrack
+        {**audio, **ONE_SECOND, "id": "man-plain", "seeds": [7]},
     ]
     campaign = write_campaign(tmp_path, demo_media, jobs)
     ctx = make_ctx()
@@ -91,7 +93,14 @@ def test_foley_soundtrack_is_aac_48k_at_the_delivery_loudness(
     assert short.details["soundtrack_true_peak_dbtp"] <= -1.5
     assert probe(root / short.artifacts["video"].key).audio is not None
 
-    # foley off: the decoded video itself, no copy
+    plain = units["man-plain-v00"]
+    assert set(plain.artifacts) == {"video"} and plain.details["soundtrack"] == "voice"
+    level = loudness(root / plain.artifacts["video"].key)
+    assert abs(level.integrated_lufs + 23.0) <= 1.0 and level.true_peak_dbtp <= -1.0, level
+    assert "bed_lufs" not in plain.details
+    assert units["man-voiceover-v00"].details["soundtrack"] == "voice + foley"
+
+    # no foley, no voice: the decoded video itself, no copy
     off = units["bottle-swap-v00"]
     assert off.artifacts == {"video": decoded["bottle-swap-v00"].artifacts["video"]}
     assert off.details == {"foley": "off"}
