@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     )
     from model_core.sampling.noise import initial_noise
     from model_core.sampling.options import MODE_DEFAULTS, SamplingMode, SamplingOptions, default_options
-    from model_core.sampling.sampler import sample, step_kinds
+    from model_core.sampling.sampler import euler_loop, sample, step_kinds
     from model_core.sampling.schedule import FlowMatchSchedule, euler_step, shift_sigmas
 
 _EXPORTS: dict[str, str] = {
@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "deepcache_cached_steps": "deepcache",
     "default_options": "options",
     "embedded_guidance": "guidance",
+    "euler_loop": "sampler",
     "euler_step": "schedule",
     "identity_cfg_combine": "guidance",
     "identity_scale_at": "guidance",
@@ -64,6 +65,7 @@ __all__ = [
     "deepcache_cached_steps",
     "default_options",
     "embedded_guidance",
+    "euler_loop",
     "euler_step",
     "identity_cfg_combine",
     "identity_scale_at",

@@ -1,4 +1,10 @@
-"""The sampling loop: the one entry point the pipeline's sampling step calls, on one rank or many."""
+"""The sampling loop: the one entry point the pipeline's sampling step calls, on one rank or many.
+
+`euler_loop` is the flow-matching Euler loop shared by every model: it takes a velocity function
+`(step, latents) -> guided velocity`, as flux's `denoise` does, and hooks around each step (DeepCache bookkeeping,
+progress, step checkpoints). `sample` runs the HunyuanVideo / HunyuanCustom DiT through it;
+`model_core.audio.foley.sample_foley` runs HunyuanVideo-Foley through it, with the same `StepCheckpoint`.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +33,31 @@ from model_core.sampling.schedule import FlowMatchSchedule, euler_step
 
 CheckpointCallback = Callable[[StepCheckpoint], None]
 ProgressCallback = Callable[[int, int], None]
+VelocityFn = Callable[[int, Tensor], Tensor]  # (step index, latents) -> the guided velocity of that step
+StepHook = Callable[[int, Tensor], None]
+
+
+def euler_loop(
+    velocity: VelocityFn,
+    latents: Tensor,
+    schedule: FlowMatchSchedule,
+    *,
+    start: int = 0,
+    before_step: StepHook | None = None,
+    after_step: StepHook | None = None,
+) -> Tensor:
+    """Euler steps `start .. N-1` of `schedule` from `latents` (float32): `x <- x + (s[i+1] - s[i]) v(i, x)`.
+
+    `before_step(i, x)` sees each step's input latents; `after_step(i + 1, x)` the latents after it (progress,
+    checkpoints). The loop itself draws no random numbers.
+    """
+    for i in range(start, len(schedule.timesteps)):
+        if before_step is not None:
+            before_step(i, latents)
+        latents = euler_step(latents, velocity(i, latents), schedule.sigmas[i], schedule.sigmas[i + 1])
+        if after_step is not None:
+            after_step(i + 1, latents)
+    return latents
 
 
 def step_kinds(options: SamplingOptions) -> list[StepKind]:
@@ -182,25 +213,27 @@ def sample(
         assert cache_latents is not None and cache_step is not None
         evaluate(cache_step, cache_latents)
 
-    for i in range(start, options.num_steps):
+    def remember_cache_input(i: int, step_latents: Tensor) -> None:
+        nonlocal cache_latents, cache_step
         if kinds[i] is StepKind.STORE:
-            cache_latents, cache_step = latents, i
-        v = evaluate(i, latents)
+            cache_latents, cache_step = step_latents, i
+
+    def guided(i: int, step_latents: Tensor) -> Tensor:
+        v = evaluate(i, step_latents)
         if layout.cfg_parallel:
             parts = [torch.empty_like(v) for _ in range(2)]
             dist.all_gather(parts, v.contiguous(), group=layout.cfg_pair)
             v = torch.cat(parts)
         outs = v.chunk(len(branches))
         if len(branches) == 1:
-            velocity = outs[0]
-        elif len(branches) == 2:
-            velocity = cfg_combine(outs[0], outs[1], options.cfg_scale)
-        else:
-            ip = identity_scale_at(i, options.num_steps, options.ip_cfg_scale)
-            velocity = identity_cfg_combine(outs[0], outs[1], outs[2], options.cfg_scale, ip)
-        latents = euler_step(latents, velocity, schedule.sigmas[i], schedule.sigmas[i + 1])
+            return outs[0]
+        if len(branches) == 2:
+            return cfg_combine(outs[0], outs[1], options.cfg_scale)
+        ip = identity_scale_at(i, options.num_steps, options.ip_cfg_scale)
+        return identity_cfg_combine(outs[0], outs[1], outs[2], options.cfg_scale, ip)
 
-        done = i + 1
+    def report(done: int, step_latents: Tensor) -> None:
+        nonlocal last_ckpt
         if progress is not None:
             progress(done, options.num_steps)
         due = checkpoint_every is not None and done - last_ckpt >= checkpoint_every
@@ -208,7 +241,7 @@ def sample(
             before_reuse = kinds[done] is StepKind.REUSE
             on_checkpoint(
                 StepCheckpoint(
-                    latents=latents.detach().cpu().clone(),
+                    latents=step_latents.detach().cpu().clone(),
                     step_index=done,
                     schedule=schedule.state(),
                     rng_state=rng.get_state(),
@@ -220,4 +253,7 @@ def sample(
                 )
             )
             last_ckpt = done
-    return latents
+
+    return euler_loop(
+        guided, latents, schedule, start=start, before_step=remember_cache_input, after_step=report
+    )

@@ -11,6 +11,7 @@ from model_core.audio.foley.config import FOLEY_PRESETS
 from model_core.audio.foley.model import FoleyDiT
 from model_core.audio.foley.sampling import FoleyConditioning, load_foley, sample_foley
 from model_core.checkpoints import CheckpointMismatchError
+from model_core.sampling.checkpoint import StepCheckpoint
 
 TINY = FOLEY_PRESETS["tiny-hunyuanvideo-foley"]
 
@@ -82,3 +83,21 @@ def test_load_drops_repa_keys_and_is_strict(tmp_path: Path) -> None:
     torch.save(broken, path)
     with pytest.raises(CheckpointMismatchError, match="adaLN_modulation"):
         load_foley(path, TINY)
+
+
+def test_checkpoints_resume_to_the_same_latents_bit_for_bit(tmp_path: Path) -> None:
+    model, cond = _model(), _cond()
+    saved: list[StepCheckpoint] = []
+    full = sample_foley(model, cond, num_steps=5, seed=3, checkpoint_every=2, on_checkpoint=saved.append)
+    assert [c.step_index for c in saved] == [2, 4]
+    for ckpt in saved:
+        reread = StepCheckpoint.load(ckpt.save(tmp_path / f"step{ckpt.step_index}.safetensors"))
+        steps: list[int] = []
+        resumed = sample_foley(
+            model, cond, num_steps=5, seed=3, resume_from=reread, progress=lambda d, n, s=steps: s.append(d)
+        )
+        assert torch.equal(resumed, full) and steps == list(range(ckpt.step_index + 1, 6))
+    with pytest.raises(ValueError, match="other Foley settings"):
+        sample_foley(model, cond, num_steps=5, seed=4, resume_from=saved[0])
+    with pytest.raises(ValueError, match="this clip needs"):
+        sample_foley(model, _cond(length=22), num_steps=5, seed=3, resume_from=saved[0])
