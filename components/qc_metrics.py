@@ -287,10 +287,12 @@ def evaluate(
         freeze_noise=qc.freeze_noise,
     )
     checks = list(delivery.checks)
-    if unit.audio_uri is not None and not has_sound:
+    if unit.audio_uri is not None and not any(
+        c.name == "audio.present" and c.measured is True for c in checks
+    ):
         checks.append(
             Check("audio.driving_track", "warn", False, "the driving audio muxed into the deliverable",
-                  detail="this version publishes the audio-driven render without its voice track")
+                  detail="the audio-driven render was published without its voice track")
         )  # fmt: skip
 
     # 2. model metrics on the decoded frames
@@ -424,8 +426,9 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
         def source(unit: UnitPlan) -> tuple[ArtifactRef, bool]:
             muxed = foley.ok(unit.unit_id) if foley is not None else None
             if muxed is not None and "video" in muxed.artifacts:
-                # the foley step passes the silent video on for a unit whose job has foley off
-                return muxed.artifacts["video"], unit.foley
+                # the foley step muxes foley, or the driving audio of an audio-driven job, and passes the silent
+                # video on for a job with neither
+                return muxed.artifacts["video"], unit.foley or unit.audio_uri is not None
             return video.units[unit.unit_id].artifacts["video"], False
 
         def keys_for(unit: UnitPlan) -> dict[str, str]:

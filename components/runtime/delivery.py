@@ -207,21 +207,36 @@ def _db(value: float) -> float | None:
     return round(value, 2) if math.isfinite(value) else None
 
 
+GATING_BLOCK_SECONDS = 0.4  # BS.1770's gating block: integrated loudness needs at least one
+SHORT_TERM_SECONDS = 3.0  # EBU Tech 3341's short-term window, which the loudness range and its maximum use
+
+
 def check_loudness(
-    measured: media.Loudness, target: LoudnessTarget, curve: media.LoudnessCurve | None = None
+    measured: media.Loudness,
+    target: LoudnessTarget,
+    curve: media.LoudnessCurve | None = None,
+    *,
+    duration: float | None = None,
 ) -> list[Check]:
-    """Integrated loudness, true peak, loudness range and (with a curve) short-term loudness against ``target``."""
+    """Integrated loudness, true peak, loudness range and (with a curve) short-term loudness against ``target``.
+
+    ``duration``: the audio's length in seconds; a measure whose window is longer (integrated loudness under
+    0.4 s, loudness range and short-term maximum under 3 s) is ``n/a`` instead of judged on no data."""
     lo, hi = target.integrated_lufs - target.tolerance_lu, target.integrated_lufs + target.tolerance_lu
     integrated = measured.integrated_lufs
+    too_short = duration is not None and duration < GATING_BLOCK_SECONDS
+    no_short_term = duration is not None and duration < SHORT_TERM_SECONDS
+    if too_short:
+        detail = f"the audio is shorter than one {GATING_BLOCK_SECONDS:g} s gating block"
+    else:
+        detail = "" if lo <= integrated <= hi else f"{integrated - target.integrated_lufs:+.1f} LU off target"
     checks = [
         Check(
             "loudness.integrated",
-            _status(lo <= integrated <= hi),
+            "n/a" if too_short else _status(lo <= integrated <= hi),
             _db(integrated),
             f"{target.integrated_lufs:g} ±{target.tolerance_lu:g} LUFS",
-            detail=""
-            if lo <= integrated <= hi
-            else f"{integrated - target.integrated_lufs:+.1f} LU off target",
+            detail=detail,
         ),
         Check(
             "loudness.true_peak",
@@ -231,7 +246,11 @@ def check_loudness(
         ),
         Check(
             "loudness.range",
-            "info" if target.max_range_lu is None else _status(measured.range_lu <= target.max_range_lu),
+            "n/a"
+            if no_short_term
+            else "info"
+            if target.max_range_lu is None
+            else _status(measured.range_lu <= target.max_range_lu),
             _db(measured.range_lu),
             "reported (no limit in the profile)"
             if target.max_range_lu is None
@@ -243,7 +262,7 @@ def check_loudness(
         checks.append(
             Check(
                 "loudness.short_term_max",
-                _status(loudest <= target.max_short_term_lufs),
+                "n/a" if no_short_term else _status(loudest <= target.max_short_term_lufs),
                 _db(loudest),
                 f"<= {target.max_short_term_lufs:g} LUFS",
             )
@@ -383,5 +402,6 @@ def check_delivery(
             ),
         ]
         curve = media.loudness_curve(path)
-        checks += check_loudness(media.loudness(path), profile.loudness, curve)
+        seconds = audio.duration if audio.duration is not None else info.duration
+        checks += check_loudness(media.loudness(path), profile.loudness, curve, duration=seconds)
     return DeliveryReport(profile.name, tuple(checks), curve)

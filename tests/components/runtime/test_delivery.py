@@ -227,3 +227,17 @@ def test_mono_44k_soundtrack_fails_layout_and_rate(folder: Path, good: Path) -> 
         checks["audio.channel_layout"].status == "fail" and checks["audio.channel_layout"].measured == "mono"
     )
     assert checks["audio.sample_rate"].status == "fail" and checks["audio.sample_rate"].measured == 44100
+
+
+def test_clips_shorter_than_the_measurement_windows_are_not_judged_on_no_data() -> None:
+    silent_blocks = media.Loudness(integrated_lufs=-70.0, true_peak_dbtp=-12.0, range_lu=0.0)
+    curve = media.LoudnessCurve((0.1, 0.2), (-20.0, -20.0), (-120.7, -120.7))
+    short = {c.name: c for c in delivery.check_loudness(silent_blocks, R128.loudness, curve, duration=0.3)}
+    assert (
+        short["loudness.integrated"].status == "n/a"
+        and "0.4 s gating block" in short["loudness.integrated"].detail
+    )
+    assert short["loudness.true_peak"].status == "pass"  # the peak needs no window
+    assert short["loudness.range"].status == "n/a" and short["loudness.short_term_max"].status == "n/a"
+    two_s = {c.name: c for c in delivery.check_loudness(silent_blocks, R128.loudness, curve, duration=2.0)}
+    assert two_s["loudness.integrated"].status == "fail" and two_s["loudness.short_term_max"].status == "n/a"
