@@ -82,10 +82,18 @@ def test_configs_are_frozen() -> None:
 
 
 def test_model_presets_span_the_families_without_name_clashes() -> None:
-    from model_core.configs import ENCODER_PRESETS, MODEL_PRESETS, VAE_PRESETS, VAEConfig, model_preset
+    from model_core.configs import (
+        ENCODER_PRESETS,
+        FOLEY_RELEASES,
+        MODEL_PRESETS,
+        VAE_PRESETS,
+        VAEConfig,
+        model_preset,
+    )
 
-    assert set(MODEL_PRESETS) == set(PRESETS) | set(VAE_PRESETS) | set(ENCODER_PRESETS)
-    assert not set(PRESETS) & set(VAE_PRESETS)  # one name, one model
+    families = [PRESETS, VAE_PRESETS, ENCODER_PRESETS, FOLEY_RELEASES]
+    assert set(MODEL_PRESETS) == set().union(*families)
+    assert len(MODEL_PRESETS) == sum(len(f) for f in families)  # one name, one model
     assert isinstance(model_preset("tiny-hunyuan-vae"), VAEConfig)
     assert model_preset("tiny-hunyuancustom-720p") is PRESETS["tiny-hunyuancustom-720p"]
     with pytest.raises(KeyError, match="unknown model preset 'hunyuan-vea'.*hunyuan-vae"):

@@ -123,7 +123,7 @@ def test_alias_moved_mid_run_keeps_the_pinned_version(
                 ctx, stage, shard_ref.key, {n: keys[u] for n, u in stage.inputs.items()}, 1
             )
         sampled = read_manifest(ctx.store, keys["dit_sample"], StepManifest)
-        assert sampled.model_versions == {"dit": "hunyuanvideo-t2v-dit/1"}
+        assert sampled.model_versions == {"hunyuanvideo-t2v-dit": "hunyuanvideo-t2v-dit/1"}
         assert ("dit", "hunyuanvideo-t2v-dit/1") in ctx.model_cache
         assert not any(v == f"hunyuanvideo-t2v-dit/{moved.version}" for _, v in ctx.model_cache)
         # and the latents are those of version 1: equal to a run planned before the alias existed elsewhere
