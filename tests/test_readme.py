@@ -1,4 +1,5 @@
 """The README's Python examples run as written (a newcomer copies them first)."""
+
 from __future__ import annotations
 
 import re

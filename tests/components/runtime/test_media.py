@@ -1,4 +1,5 @@
 """components.runtime.media against the real ffmpeg: frames made with numpy, audio with the wave module."""
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,9 @@ def frames(n: int, *, black: range = range(0), frozen: range = range(0)) -> Iter
             yield moving_frame(t)
 
 
-def write_sine(path: Path, *, seconds: float, amplitude: float, freq: float = 997.0, rate: int = 48000) -> Path:
+def write_sine(
+    path: Path, *, seconds: float, amplitude: float, freq: float = 997.0, rate: int = 48000
+) -> Path:
     t = np.arange(int(seconds * rate)) / rate
     samples = np.round(amplitude * np.sin(2 * math.pi * freq * t) * 32767).astype("<i2")
     with wave.open(str(path), "wb") as w:
@@ -84,8 +87,10 @@ def test_reader_stopped_early_leaves_no_process(clip: Path) -> None:
 
 def test_writer_is_atomic_and_checks_frames(tmp_path: Path) -> None:
     out = tmp_path / "bad.mp4"
-    with pytest.raises(ValueError, match=r"every frame must have the first frame's size"), \
-            media.VideoWriter(out, FPS) as writer:
+    with (
+        pytest.raises(ValueError, match=r"every frame must have the first frame's size"),
+        media.VideoWriter(out, FPS) as writer,
+    ):
         writer.write(moving_frame(0))
         writer.write(np.zeros((32, 32, 3), np.uint8))
     assert list(tmp_path.iterdir()) == [], "an aborted write left a file behind"
@@ -121,7 +126,9 @@ def test_loudness_of_known_sine(tmp_path: Path, target_lufs: float) -> None:
 def test_loudness_survives_mux(clip: Path, tmp_path: Path) -> None:
     wav = write_sine(tmp_path / "tone.wav", seconds=2.0, amplitude=0.1)
     muxed = media.mux_audio(clip, wav, tmp_path / "muxed.mp4")
-    assert media.loudness(muxed).integrated_lufs == pytest.approx(media.loudness(wav).integrated_lufs, abs=1.0)
+    assert media.loudness(muxed).integrated_lufs == pytest.approx(
+        media.loudness(wav).integrated_lufs, abs=1.0
+    )
 
 
 def test_loudness_needs_audio(clip: Path) -> None:

@@ -134,7 +134,9 @@ def test_mode_defaults_follow_the_releases() -> None:
         default_options("i2v")
     with pytest.raises(ValueError, match="ip_cfg_scale > 0 needs real CFG"):
         default_options("t2v", ip_cfg_scale=2.0)
-    with pytest.raises(ValueError, match=r"unknown sampling option\(s\) steps; valid options: num_steps, shift"):
+    with pytest.raises(
+        ValueError, match=r"unknown sampling option\(s\) steps; valid options: num_steps, shift"
+    ):
         default_options("image", steps=4)
 
 
