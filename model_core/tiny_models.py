@@ -81,8 +81,8 @@ __all__ = [
     "tiny_clip",
     "tiny_dinov2",
     "tiny_dit_state_dict",
-    "tiny_qc_clip",
     "tiny_llava",
+    "tiny_qc_clip",
     "tiny_whisper",
     "write_tiny_model",
 ]
