@@ -101,6 +101,7 @@ class PipelineOptions:
             "dit_sample": Resources("64", "512Gi", 24 * 3600),
             "tiled_decode": Resources("16", "128Gi", 6 * 3600),
             "v2a_foley": Resources("8", "64Gi", 3 * 3600),  # Foley xxl bf16 ~10 GB + SigLIP2, CLAP, DAC
+            "qc_metrics": Resources("8", "32Gi", 3600),  # CLIP-B/32, DINOv2-base, ArcFace on sampled frames
             "publish": Resources("2", "4Gi", 3600),
             "index": Resources("1", "2Gi", 1800),
             "notify": Resources("500m", "512Mi", 600),
