@@ -68,6 +68,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     print(summary_table(report))
     if report.index_key is not None:
         print(f"\ncampaign index: {ctx.store.uri(report.index_key)}")
+        qc_report = report.index_key.rsplit("/", 1)[0] + "/qc-report.html"
+        if ctx.store.exists(qc_report):
+            print(f"QC report:      {ctx.store.uri(qc_report)}")
     print(
         f"{len(report.units) - len(report.failed)} of {len(report.units)} unit(s) published in {report.seconds:.1f} s"
     )
