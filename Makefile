@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := ffmpeg prometheus prometheus-pushgateway
+APT_PACKAGES := ffmpeg prometheus prometheus-pushgateway chromium
 PYTEST_ARGS ?=
 
 .PHONY: all venv apt deps demo test test-slow lint clean
@@ -15,6 +15,7 @@ apt:
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-pushgateway >/dev/null || missing="$$missing prometheus-pushgateway"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
