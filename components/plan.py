@@ -181,8 +181,9 @@ def _check_subjects(
     registry's `adrender.max_subjects` tag takes up to that many (`Registry.register(..., max_subjects=k)`).
     """
     problems = []
+    chosen = {j.id for j in jobs}  # ids: comparing pydantic jobs is quadratic on large campaigns
     for i, job in enumerate(campaign.jobs):
-        if job not in jobs:
+        if job.id not in chosen:
             continue
         ref = campaign.models_for(job)["dit"]
         limit = max_subjects[ref]
@@ -383,8 +384,9 @@ def run(ctx: StepContext, inputs: PlanInputs) -> tuple[str, PlanManifest]:
 def _check_sizes(campaign: Campaign, jobs: Sequence[Job], pins: dict[str, ModelPin], file: str) -> None:
     """A released DiT renders only the sizes it was trained at; the tiny test models render any."""
     problems = []
+    chosen = {j.id for j in jobs}  # ids: comparing pydantic jobs is quadratic on large campaigns
     for i, job in enumerate(campaign.jobs):
-        if job not in jobs:
+        if job.id not in chosen:
             continue
         pin = pins[campaign.models_for(job)["dit"]]
         if pin.preset.startswith("tiny-"):
