@@ -310,8 +310,14 @@ def write_step_manifest(
     """Store a step's manifest of one shard and log its counts; returns its key.
 
     The key hashes the shard and the upstream manifests' keys, so a rerun of the same inputs overwrites the same
-    manifest (with the units now found ``skipped``).
+    manifest (with the units now found ``skipped``). A skipped unit keeps the details and seconds the run that
+    produced its artifacts recorded (resume step, loudness, ...), so the provenance does not lose them.
     """
+    digest = short_digest({"shard": shard_key, "upstream": dict(sorted(upstream.items())), "step": step})
+    key = validate_key(
+        f"{shard.prefix.strip('/')}/{shard.campaign_id}/_shards/{shard.shard_id}/{step}/{digest}/manifest.json"
+    )
+    units = _keep_earlier_details(ctx, key, units)
     manifest = StepManifest(
         step=step,
         campaign_id=shard.campaign_id,
@@ -320,11 +326,23 @@ def write_step_manifest(
         seconds=round(time.perf_counter() - started, 3),
         model_versions={v.split("/")[0]: v for v in versions},
     )
-    digest = short_digest({"shard": shard_key, "upstream": dict(sorted(upstream.items())), "step": step})
-    key = validate_key(
-        f"{shard.prefix.strip('/')}/{shard.campaign_id}/_shards/{shard.shard_id}/{step}/{digest}/manifest.json"
-    )
     write_manifest(ctx.store, key, manifest)
     counts = {s: sum(1 for u in units.values() if u.status == s) for s in ("ok", "skipped", "failed")}
     log.info("%s %s: %s in %.1f s", step, shard.shard_id, counts, manifest.seconds)
     return key
+
+
+def _keep_earlier_details(ctx: StepContext, key: str, units: dict[str, UnitOutput]) -> dict[str, UnitOutput]:
+    """Skipped units take the details and seconds of the manifest already under ``key``, when its artifacts match."""
+    if not any(u.status == "skipped" for u in units.values()):
+        return units
+    try:
+        earlier = read_manifest(ctx.store, key, StepManifest)
+    except (ObjectNotFound, ValueError):
+        return units
+    out = dict(units)
+    for unit_id, unit in units.items():
+        before = earlier.units.get(unit_id)
+        if unit.status == "skipped" and before is not None and before.artifacts == unit.artifacts:
+            out[unit_id] = unit.model_copy(update={"details": before.details, "seconds": before.seconds})
+    return out

@@ -99,6 +99,12 @@ def test_sigkill_mid_shard_resumes_from_the_last_checkpoint_bit_exactly(
     assert m.units[units[2]].details["resumed_from"] == 0
     assert not list((store_root / "adrender/test-campaign" / units[1] / "dit_sample").rglob("ckpt-*"))
 
+    # a rerun finds every unit done and keeps what the run that sampled them recorded
+    again = read_manifest(resumed_ctx.store, dit_sample.run(resumed_ctx, shard_key, inputs), StepManifest)
+    assert {u.status for u in again.units.values()} == {"skipped"}
+    assert again.units[units[1]].details["resumed_from"] == last_step
+    assert again.units[units[1]].artifacts == m.units[units[1]].artifacts
+
     # the interrupted unit equals an uninterrupted run of the same shard, bit for bit
     clean_ctx = make_ctx(tmp_path / "clean-store")
     clean_shard, clean_inputs = _prepare(clean_ctx, campaign)
