@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# the same timestep embedder as the DiT (names and numerics)
+from model_core.dit.layers import TimestepEmbedder, timestep_embedding
 
 __all__ = [
     "ChannelLastConv1d",
@@ -26,30 +27,6 @@ __all__ = [
 def wide(x: Tensor) -> Tensor:
     """x in float32, or in float64 when it is float64 (tests): the dtype the norms and RoPE compute in."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoid `[B, dim]` of float timesteps `[B]` (0..1000), cos half first, in float32."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t[:, None].float() * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-
-
-class TimestepEmbedder(nn.Module):
-    """Sinusoid, then `mlp.0` - SiLU - `mlp.2`."""
-
-    def __init__(self, hidden_size: int, freq_dim: int = 256) -> None:
-        super().__init__()
-        self.freq_dim = freq_dim
-        self.mlp = nn.Sequential(
-            nn.Linear(freq_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
-        )
-
-    def forward(self, t: Tensor) -> Tensor:
-        weight = self.mlp[0].weight
-        assert isinstance(weight, Tensor)
-        return self.mlp(timestep_embedding(t, self.freq_dim).to(weight.dtype))
 
 
 class ConditionProjection(nn.Module):
