@@ -216,7 +216,8 @@ class EncoderPreset:
     family: which loader reads it: "llava" (`LlavaTextEncoder`), "clip-text" (`ClipPooledEncoder`),
         "whisper" (`WhisperAudioEncoder`), "siglip2" and "clap" (Foley's `SiglipImageEncoder` and
         `ClapTextEncoder`), or a QC model of `model_core.qc`: "qc-clip" (`ClipScorer`, the full CLIP with both
-        towers), "qc-dinov2" (`DinoScorer`), "qc-arcface" (`IResNet`).
+        towers), "qc-dinov2" (`DinoScorer`), "qc-arcface" (`IResNet`), "qc-face-detector" (`vision.FaceDetector`,
+        a TorchScript ``detface.pt``).
     model_types: the `model_type` values its config.json may carry; anything else is the wrong folder.
     """
 
@@ -242,6 +243,10 @@ ENCODER_PRESETS: dict[str, EncoderPreset] = {
     "tiny-clip-vit-base": EncoderPreset("qc-clip", ("clip",), "tiny random CLIP, both towers"),
     "tiny-dinov2": EncoderPreset("qc-dinov2", ("dinov2",), "tiny random DINOv2"),
     "tiny-arcface": EncoderPreset("qc-arcface", ("arcface-iresnet",), "tiny random ArcFace IResNet"),
+    # HunyuanVideo-Avatar's YOLOv5-face TorchScript file (det_align/detface.pt) beside a config.json that says
+    # {"model_type": "yolov5-face"} (model_core.vision.face_detect; Face-Sim and the Avatar face crop)
+    "yolov5-face": EncoderPreset("qc-face-detector", ("yolov5-face",), "YOLOv5-face detector, TorchScript"),
+    "tiny-face-detector": EncoderPreset("qc-face-detector", ("yolov5-face",), "tiny random face detector"),
     # HunyuanVideo-Foley's conditioning encoders: google/siglip2-base-patch16-512 (pooled image features; its
     # config.json says "siglip") and laion/larger_clap_general (the text tower's last_hidden_state)
     "siglip2-base-patch16-512": EncoderPreset(

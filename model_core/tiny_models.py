@@ -14,7 +14,8 @@ Each `tiny-` preset is written as a folder in the format of the released files, 
   tokenizer): Foley's image and text encoders.
 - QC models: `tiny-clip-vit-base` (a full `CLIPModel`, both towers, + tokenizer; `qc.ClipScorer`),
   `tiny-dinov2` (`Dinov2Model`; `qc.DinoScorer`), `tiny-arcface` (`config.json` + `model.safetensors` of an
-  IResNet with one unit per stage; `qc.IResNet.from_pretrained`).
+  IResNet with one unit per stage; `qc.IResNet.from_pretrained`), `tiny-face-detector` (`config.json` +
+  a scripted YOLOv5-face-contract `detface.pt`; `vision.face_detect.load_face_detector`).
 
 The widths fit the tiny DiT presets: LLaVA hidden 32 = `text_states_dim`, CLIP hidden 16 = `text_pooled_dim`,
 Whisper d_model 16 with 4 encoder layers = the audio branch's `whisper_dim` and `whisper_layers` (5 with the
@@ -101,6 +102,7 @@ TINY_MODELS: Mapping[str, str] = {
     "clip-vit-base-patch32": "tiny-clip-vit-base",
     "dinov2-base": "tiny-dinov2",
     "arcface-r100": "tiny-arcface",
+    "face-detector": "tiny-face-detector",
     "hunyuanvideo-foley": "tiny-hunyuanvideo-foley",
     "siglip2-base-patch16-512": "tiny-siglip2",
     "larger-clap-general": "tiny-clap",
@@ -515,6 +517,17 @@ def _write(role_preset: str, folder: Path, seed: int) -> None:
             model = tiny_arcface(seed)
             model.config.to_json(folder / "config.json")
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / ARCFACE_FILE)
+        elif family == "qc-face-detector":
+            import json
+
+            from model_core.vision.face_detect import (
+                DETECTOR_FILE,
+                save_face_detector,
+                tiny_face_detector_module,
+            )
+
+            (folder / "config.json").write_text(json.dumps({"model_type": "yolov5-face"}) + "\n")
+            save_face_detector(tiny_face_detector_module(seed), folder / DETECTOR_FILE)
         else:
             tiny_whisper(seed).save_pretrained(folder)
             WhisperFeatureExtractor().save_pretrained(folder)

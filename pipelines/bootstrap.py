@@ -1,9 +1,9 @@
 """`adrender models bootstrap-tiny`: register random tiny versions of every model a campaign needs.
 
 Each model of `model_core.tiny_models.TINY_MODELS` (the four DiT modes, the VAE, LLaVA, CLIP, Whisper, and the
-QC models CLIP ViT-B, DINOv2 and ArcFace) is written as a folder in its released format and registered under the
-name the campaign spec (or the QC step) uses by default, with the alias pointed at it. Tiny random weights render
-noise: they exercise the whole pipeline on a laptop, nothing more.
+QC models CLIP ViT-B, DINOv2, ArcFace and the face detector) is written as a folder in its released format and
+registered under the name the campaign spec (or the QC step) uses by default, with the alias pointed at it. Tiny
+random weights render noise: they exercise the whole pipeline on a laptop, nothing more.
 
 The same seed writes the same bytes, so bootstrapping again registers nothing: a model whose alias already
 points at a version with the same preset and the same file digests is left as it is. An alias that points at

@@ -4,8 +4,8 @@ A step asks for a model by the pin ``plan`` wrote into its shard (``name/version
 downloads and verifies the files once per node, and the loaded object is kept in the step context for the
 rest of the process (the local runner renders every shard in one process and loads each model once).
 The preset tag decides the loader: a DiT or VAE preset from ``model_core.configs``, an encoder preset
-(LLaVA, CLIP text tower, Whisper, SigLIP2, CLAP) read as a transformers folder, or a HunyuanVideo-Foley release
-(the MMDiT, DAC-VAE and Synchformer files of one folder).
+(LLaVA, CLIP text tower, Whisper, SigLIP2, CLAP) read as a transformers folder, a HunyuanVideo-Foley release
+(the MMDiT, DAC-VAE and Synchformer files of one folder), or the YOLOv5-face TorchScript face detector.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ if TYPE_CHECKING:
     from model_core.dit import HunyuanDiT
     from model_core.text import ClipPooledEncoder, LlavaTextEncoder
     from model_core.vae import CausalVAE3D
+    from model_core.vision.face_detect import FaceDetector
 
 __all__ = [
     "fetch_pin",
     "load_clap",
     "load_clip",
     "load_dit",
+    "load_face_detector",
     "load_foley",
     "load_llava",
     "load_siglip",
@@ -244,4 +246,17 @@ def load_clap(ctx: StepContext, pin: ModelPin) -> ClapTextEncoder:
         return ClapTextEncoder(model.eval(), tokenizer)
 
     result: ClapTextEncoder = _cached(ctx, "foley_text_encoder", pin, build)
+    return result
+
+
+def load_face_detector(ctx: StepContext, pin: ModelPin) -> FaceDetector:
+    """The YOLOv5-face TorchScript detector (``detface.pt``) of a pinned version, on the context's device."""
+    _expect(pin, "qc-face-detector", "face_detector")
+
+    def build(folder: Path) -> FaceDetector:
+        from model_core.vision.face_detect import load_face_detector as _load
+
+        return _load(folder, device=ctx.device)
+
+    result: FaceDetector = _cached(ctx, "face_detector", pin, build)
     return result
