@@ -12,9 +12,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from model_core.sampling.avatar import (
+        avatar_branches,
+        avatar_cfg_scale,
+        avatar_face_mask,
+        avatar_latent_frames,
+        avatar_windows,
+        pad_avatar_audio,
+    )
     from model_core.sampling.checkpoint import StepCheckpoint
     from model_core.sampling.conditioning import BranchInputs, Conditioning
-    from model_core.sampling.deepcache import deepcache_cached_steps
+    from model_core.sampling.deepcache import avatar_cached_steps, deepcache_cached_steps
     from model_core.sampling.denoiser import Denoiser, StepKind
     from model_core.sampling.guidance import (
         cfg_combine,
@@ -37,6 +45,12 @@ _EXPORTS: dict[str, str] = {
     "SamplingOptions": "options",
     "StepCheckpoint": "checkpoint",
     "StepKind": "denoiser",
+    "avatar_branches": "avatar",
+    "avatar_cached_steps": "deepcache",
+    "avatar_cfg_scale": "avatar",
+    "avatar_face_mask": "avatar",
+    "avatar_latent_frames": "avatar",
+    "avatar_windows": "avatar",
     "cfg_combine": "guidance",
     "deepcache_cached_steps": "deepcache",
     "default_options": "options",
@@ -46,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "identity_cfg_combine": "guidance",
     "identity_scale_at": "guidance",
     "initial_noise": "noise",
+    "pad_avatar_audio": "avatar",
     "sample": "sampler",
     "shift_sigmas": "schedule",
     "step_kinds": "sampler",
@@ -61,6 +76,12 @@ __all__ = [
     "SamplingOptions",
     "StepCheckpoint",
     "StepKind",
+    "avatar_branches",
+    "avatar_cached_steps",
+    "avatar_cfg_scale",
+    "avatar_face_mask",
+    "avatar_latent_frames",
+    "avatar_windows",
     "cfg_combine",
     "deepcache_cached_steps",
     "default_options",
@@ -70,6 +91,7 @@ __all__ = [
     "identity_cfg_combine",
     "identity_scale_at",
     "initial_noise",
+    "pad_avatar_audio",
     "sample",
     "shift_sigmas",
     "step_kinds",

@@ -12,7 +12,12 @@ from model_core.sampling.options import SamplingOptions
 
 @dataclass(frozen=True)
 class BranchInputs:
-    """The model inputs of one guidance branch (see `HunyuanDiT.forward` for shapes); batch first everywhere."""
+    """The model inputs of one guidance branch (see `HunyuanDiT.forward` for shapes); batch first everywhere.
+
+    Avatar: `ref_latents` is the reference image over one window's frames, `audio_states` the Whisper features of
+    the whole (padded) voice (`model_core.sampling.avatar` cuts each window's part), and the face mask, motion
+    and fps inputs are set.
+    """
 
     text_states: Tensor
     text_mask: Tensor
@@ -20,6 +25,10 @@ class BranchInputs:
     ref_latents: Tensor | None = None
     audio_states: Tensor | None = None
     video_cond: Tensor | None = None
+    face_mask: Tensor | None = None
+    motion_exp: Tensor | None = None
+    motion_pose: Tensor | None = None
+    fps: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -67,6 +76,8 @@ class Conditioning:
     uncond: negative prompt, needed when cfg_scale > 1. As the release builds it: LLaVA states of the negative
         prompt with a white image, zero audio, and, for plain CFG, the *real* identity latents (the release
         repeats `ref_latents` for both halves); with identity guidance, the VAE latents of a white image instead.
+    Avatar (`options.avatar`): `uncond` is the first phase's negative branch (negative prompt, zero audio, the same
+        reference); the second phase's is built from `cond` (`model_core.sampling.avatar.avatar_branches`).
     cond_blank_identity: needed for identity guidance (ip_cfg_scale > 0): the positive prompt's LLaVA states
         with the *real* image (the same text states as `cond`) and the VAE latents of a white identity image.
         Only the identity latents differ from `cond`, so the guidance term isolates the identity.

@@ -2,12 +2,14 @@
 
 `euler_loop` is the flow-matching Euler loop shared by every model: it takes a velocity function
 `(step, latents) -> guided velocity`, as flux's `denoise` does, and hooks around each step (DeepCache bookkeeping,
-progress, step checkpoints). `sample` runs the HunyuanVideo / HunyuanCustom DiT through it;
+progress, step checkpoints). `sample` runs the HunyuanVideo / HunyuanCustom / HunyuanVideo-Avatar DiT through it (Avatar's sliding
+window and CFG phases live in the velocity function);
 `model_core.audio.foley.sample_foley` runs HunyuanVideo-Foley through it, with the same `StepCheckpoint`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -17,9 +19,16 @@ from torch.distributed import ProcessGroup
 
 from model_core.dit.transformer import HunyuanDiT
 from model_core.parallel.group import ParallelLayout
+from model_core.sampling.avatar import (
+    avatar_branches,
+    avatar_cfg_scale,
+    avatar_phase,
+    avatar_windows,
+    window_audio_indices,
+)
 from model_core.sampling.checkpoint import StepCheckpoint
 from model_core.sampling.conditioning import BranchInputs, Conditioning
-from model_core.sampling.deepcache import deepcache_cached_steps
+from model_core.sampling.deepcache import avatar_cached_steps, deepcache_cached_steps
 from model_core.sampling.denoiser import Denoiser, StepKind
 from model_core.sampling.guidance import (
     cfg_combine,
@@ -62,7 +71,10 @@ def euler_loop(
 
 def step_kinds(options: SamplingOptions) -> list[StepKind]:
     """Per step: FULL, STORE (full, and the next step reuses its cache) or REUSE (a DeepCache step)."""
-    cached = deepcache_cached_steps(options.num_steps, enabled=options.deepcache)
+    if options.avatar:
+        cached = avatar_cached_steps(options.num_steps, enabled=options.deepcache)
+    else:
+        cached = deepcache_cached_steps(options.num_steps, enabled=options.deepcache)
     kinds = []
     for i in range(options.num_steps):
         if i in cached:
@@ -148,10 +160,15 @@ def sample(
     """
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 (or None), got {checkpoint_every}")
-    branches = conditioning.branches(options)
-    if options.cfg_parallel and len(branches) != 2:
+    avatar = model.config.avatar is not None
+    if avatar != options.avatar:
         raise ValueError(
-            f"cfg_parallel runs exactly two branches ([uncond, cond]); this run has {len(branches)}: "
+            f"options.avatar is {options.avatar} but the model is {'an' if avatar else 'not an'} Avatar preset; "
+            "sample Avatar checkpoints with default_options('avatar') and others without avatar"
+        )
+    if options.cfg_parallel and options.num_branches != 2:
+        raise ValueError(
+            f"cfg_parallel runs exactly two branches ([uncond, cond]); this run has {options.num_branches}: "
             "turn cfg_parallel off (identity guidance, or cfg_scale 1)"
         )
     if isinstance(group, ParallelLayout):
@@ -167,6 +184,7 @@ def sample(
     schedule = FlowMatchSchedule.create(options.num_steps, options.shift, reverse=options.reverse)
     batch = conditioning.cond.batch
     shape = (batch, model.config.in_channels, *conditioning.latent_size)
+    total_frames = conditioning.latent_size[0]
     kinds = step_kinds(options)
 
     # the sampler's own generator: the Euler solver draws nothing after the initial noise, but a resumed
@@ -187,50 +205,89 @@ def sample(
             cache_latents = resume_from.cache_latents.to(device=device, dtype=torch.float32)
             cache_step = resume_from.cache_step
 
-    # this rank's model batch: all branches, or its own one under CFG-parallel
-    mine = [branches[layout.cfg_index]] if layout.cfg_parallel else branches
-    inputs = BranchInputs.concat(mine).to(device)
-    model_batch = inputs.batch
-    guidance = None
-    if options.embedded_guidance is not None:
-        guidance = embedded_guidance(
+    # this rank's model batch of each step: all branches, or its own one under CFG-parallel; the branches
+    # change with Avatar's CFG phase and when the unconditional branch is skipped
+    batches: dict[tuple[int, int], BranchInputs] = {}
+
+    def step_inputs(step: int) -> BranchInputs:
+        key = (avatar_phase(step) if avatar else 0, options.branches_at(step))
+        if key not in batches:
+            branches = (
+                avatar_branches(conditioning, options, step) if avatar else conditioning.branches(options)
+            )
+            branches = branches[-key[1] :]  # the conditional branch is last
+            mine = [branches[layout.cfg_index]] if layout.cfg_parallel else branches
+            batches[key] = BranchInputs.concat(mine).to(device)
+        return batches[key]
+
+    def guidance_for(model_batch: int) -> Tensor | None:
+        if options.embedded_guidance is None:
+            return None
+        return embedded_guidance(
             options.embedded_guidance,
             model_batch,
             release_rounding=options.embedded_guidance_release_rounding,
         ).to(device)
+
     denoiser = Denoiser(model, layout.sp)
     last_ckpt = start
 
-    def evaluate(step: int, step_latents: Tensor) -> Tensor:
-        x = step_latents.repeat(len(mine), *([1] * (step_latents.ndim - 1)))
-        t = schedule.timesteps[step].expand(model_batch).to(device)
-        return denoiser(
-            x, t, inputs, guidance=guidance, audio_strength=conditioning.audio_strength, kind=kinds[step]
-        )
+    def guided_window(
+        step: int, window_latents: Tensor, inputs: BranchInputs, frames: list[int] | None
+    ) -> Tensor:
+        n = options.branches_at(step)
+        mine = 1 if layout.cfg_parallel else n
+        x = window_latents.repeat(mine, *([1] * (window_latents.ndim - 1)))
+        t = schedule.timesteps[step].expand(inputs.batch).to(device)
+        v = denoiser(
+            x, t, inputs, guidance=guidance_for(inputs.batch), audio_strength=conditioning.audio_strength,
+            kind=kinds[step], frames=frames, total_frames=total_frames,
+        )  # fmt: skip
+        if layout.cfg_parallel:
+            parts = [torch.empty_like(v) for _ in range(2)]
+            dist.all_gather(parts, v.contiguous(), group=layout.cfg_pair)
+            v = torch.cat(parts)
+        outs = v.chunk(n)
+        if n == 1:
+            return outs[0]
+        if n == 2:
+            scale = (
+                avatar_cfg_scale(step, options.num_steps, options.cfg_scale) if avatar else options.cfg_scale
+            )
+            return cfg_combine(outs[0], outs[1], scale)
+        ip = identity_scale_at(step, options.num_steps, options.ip_cfg_scale)
+        return identity_cfg_combine(outs[0], outs[1], outs[2], options.cfg_scale, ip)
+
+    def guided(step: int, step_latents: Tensor) -> Tensor:
+        inputs = step_inputs(step)
+        windows = avatar_windows(total_frames, step) if avatar else [list(range(total_frames))]
+        if len(windows) == 1:
+            return guided_window(step, step_latents, inputs, None)
+        # Avatar's sliding window: the mean of the windows' guided velocities on the frames they cover (the
+        # release averages the windows' stepped latents, which is the same Euler step)
+        total = torch.zeros_like(step_latents)
+        count = torch.zeros(total_frames, device=device)
+        audio = inputs.audio_states
+        for frames in windows:
+            index = torch.tensor(frames, device=device)
+            window_inputs = inputs
+            if audio is not None:
+                audio_index = torch.tensor(window_audio_indices(frames, total_frames), device=device)
+                window_inputs = dataclasses.replace(inputs, audio_states=audio.index_select(1, audio_index))
+            v = guided_window(step, step_latents.index_select(2, index), window_inputs, frames)
+            total.index_add_(2, index, v.float())
+            count.index_add_(0, index, torch.ones(len(frames), device=device))
+        return total / count.view(1, 1, -1, 1, 1)
 
     if start < options.num_steps and kinds[start] is StepKind.REUSE:
         # resumed in front of a DeepCache step: refill the cache exactly as the STORE step did
         assert cache_latents is not None and cache_step is not None
-        evaluate(cache_step, cache_latents)
+        guided(cache_step, cache_latents)
 
     def remember_cache_input(i: int, step_latents: Tensor) -> None:
         nonlocal cache_latents, cache_step
         if kinds[i] is StepKind.STORE:
             cache_latents, cache_step = step_latents, i
-
-    def guided(i: int, step_latents: Tensor) -> Tensor:
-        v = evaluate(i, step_latents)
-        if layout.cfg_parallel:
-            parts = [torch.empty_like(v) for _ in range(2)]
-            dist.all_gather(parts, v.contiguous(), group=layout.cfg_pair)
-            v = torch.cat(parts)
-        outs = v.chunk(len(branches))
-        if len(branches) == 1:
-            return outs[0]
-        if len(branches) == 2:
-            return cfg_combine(outs[0], outs[1], options.cfg_scale)
-        ip = identity_scale_at(i, options.num_steps, options.ip_cfg_scale)
-        return identity_cfg_combine(outs[0], outs[1], outs[2], options.cfg_scale, ip)
 
     def report(done: int, step_latents: Tensor) -> None:
         nonlocal last_ckpt
