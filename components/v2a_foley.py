@@ -9,6 +9,10 @@ the project's EBU R128 meter) and muxed into the mp4 as AAC 48 kHz stereo. An au
 gets the bed mixed under its driving voice, ducked while the voice speaks (voice at least 10 LU above the bed);
 with foley off (the audio-mode default) the voice alone is the soundtrack, normalised the same way.
 
+Foley sampling writes a step checkpoint every ``checkpoint_every`` steps (the shard's setting, as for the DiT)
+beside the unit's outputs; a rerun after a kill resumes from the newest one and delivers the same bytes. The
+encoders are on the device only while they extract features (``offload_encoders``, on by default).
+
 Outputs per unit: ``video`` (the muxed mp4) and, with foley, ``foley`` (``foley.wav``: the bed as it sits in the
 soundtrack). The manifest details record the bed's integrated loudness (HunyuanVideo-Foley can produce gibberish
 speech or music; QC reads it), the soundtrack's loudness and true peak as measured in the final mp4, and, with a
@@ -28,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.dit_sample import _CKPT, _latest_checkpoint, _write_checkpoint
 from components.runtime.manifest import ShardManifest, StepManifest, UnitOutput, UnitPlan, content_key
 from components.runtime.models import load_clap, load_foley, load_siglip
 from components.runtime.step import StepContext, shard_step, step_main, unit_loop, upstream_failure
@@ -36,6 +41,8 @@ from components.runtime.telemetry import StepTelemetry
 if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
+
+    from model_core.sampling import StepCheckpoint
 
 __all__ = ["FOLEY_GUIDANCE", "FOLEY_STEPS", "STEP", "main", "run"]
 
@@ -48,8 +55,13 @@ MODEL_ROLES = ("foley", "foley_image_encoder", "foley_text_encoder")
 log = logging.getLogger("adrender.v2a_foley")
 
 
-def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
-    """Add sound to a shard's decoded videos (needs ``upstream['video']``); returns the step manifest key."""
+def run(
+    ctx: StepContext, shard_key: str, upstream: Mapping[str, str], *, offload_encoders: bool = True
+) -> str:
+    """Add sound to a shard's decoded videos (needs ``upstream['video']``); returns the step manifest key.
+
+    ``offload_encoders``: keep Foley's encoders on the device only while they extract features (the memory peak is
+    then the MMDiT's and the DAC decoder's); off, they stay resident, which saves two host transfers per unit."""
     if "video" not in upstream:
         raise ValueError(f"{STEP} needs --input video=<tiled_decode manifest key>")
 
@@ -99,7 +111,8 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
             }
 
         def body(unit: UnitPlan, keys: Mapping[str, str]) -> dict[str, Any]:
-            return _render(ctx, shard, unit, decoded.units[unit.unit_id].artifacts["video"].key, keys)
+            video_key = decoded.units[unit.unit_id].artifacts["video"].key
+            return _render(ctx, shard, unit, video_key, keys, offload_encoders)
 
         sound_units = shard.model_copy(update={"units": [u for u in shard.units if _has_sound(u)]})
         outputs |= unit_loop(ctx, sound_units, STEP, keys_for, body, telemetry=telemetry, upstream=[decoded])
@@ -114,7 +127,12 @@ def _has_sound(unit: UnitPlan) -> bool:
 
 
 def _render(
-    ctx: StepContext, shard: ShardManifest, unit: UnitPlan, video_key: str, keys: Mapping[str, str]
+    ctx: StepContext,
+    shard: ShardManifest,
+    unit: UnitPlan,
+    video_key: str,
+    keys: Mapping[str, str],
+    offload_encoders: bool,
 ) -> dict[str, Any]:
     """One unit: features, sampling, decode, soundtrack, mux; stores both outputs and returns the details."""
     import numpy as np
@@ -131,10 +149,13 @@ def _render(
     n = round(seconds * soundtrack.RATE)
 
     details: dict[str, Any] = {"foley": "on" if unit.foley else "off", "audio_seconds": round(seconds, 3)}
+    folder = keys["video"].rsplit("/", 1)[0]  # the unit's output folder, named by the content hash
     if unit.foley:
-        bed = _foley_bed(ctx, shard, unit, frames, fps)[:n]
+        bed, resumed_from = _foley_bed(ctx, shard, unit, frames, fps, folder, offload_encoders)
+        bed = bed[:n]
         bed = np.pad(bed - bed.mean(), (0, n - bed.shape[0]))  # no DC offset: it only eats true-peak headroom
         details["foley_steps"] = FOLEY_STEPS
+        details["foley_resumed_from"] = resumed_from
     else:
         bed = np.zeros(n)
 
@@ -194,6 +215,9 @@ def _render(
         margin = soundtrack.voice_over_bed_lu(voice * gain, bed_out, scratch)
         details["voice_over_bed_lu"] = None if margin is None else round(margin, 2)
     ctx.store.put_file(keys["video"], muxed, metadata={"format": "mp4"})
+    for old in ctx.store.list(folder):
+        if _CKPT.search(old):
+            ctx.store.delete(old)  # the unit is done: its sampling checkpoints are spent
     for path in scratch.iterdir():
         path.unlink(missing_ok=True)
     scratch.rmdir()
@@ -217,9 +241,22 @@ def _mux(video: Path, samples: NDArray[np.float64], scratch: Path, out: Path) ->
 
 
 def _foley_bed(
-    ctx: StepContext, shard: ShardManifest, unit: UnitPlan, frames: NDArray[np.uint8], fps: float
-) -> NDArray[np.float64]:
-    """The mono 48 kHz foley bed of the decoded frames (float64, as long as the 25 fps frames last)."""
+    ctx: StepContext,
+    shard: ShardManifest,
+    unit: UnitPlan,
+    frames: NDArray[np.uint8],
+    fps: float,
+    folder: str,
+    offload_encoders: bool,
+) -> tuple[NDArray[np.float64], int]:
+    """(the mono 48 kHz foley bed of the decoded frames, float64, as long as the 25 fps frames last; the sampling
+    step it resumed from).
+
+    Every ``shard.checkpoint_every`` sampling steps a ``StepCheckpoint`` goes to ``folder/ckpt-NNNN.safetensors``
+    (as ``dit_sample`` writes them); a rerun after a kill resumes from the newest one, bit for bit. With
+    ``offload_encoders`` SigLIP2, CLAP and the Synchformer are on the device only while they extract the features,
+    and the DAC-VAE's encoder half (unused) stays on the CPU (``model_core.audio.foley.offload``).
+    """
     import numpy as np
     import torch
 
@@ -232,6 +269,7 @@ def _foley_bed(
         preprocess_synchformer,
         sample_frames,
     )
+    from model_core.audio.foley.offload import decoder_only_on, on_device_while
     from model_core.audio.foley.synchformer import SEGMENT
 
     foley = load_foley(ctx, shard.pin("foley", unit))
@@ -243,7 +281,13 @@ def _foley_bed(
     sync_frames = video[sample_frames(times, SYNC_FPS)]
     n_sync = sync_frames.shape[0]
     device = torch.device(ctx.device)
-    with torch.no_grad():
+    if offload_encoders:
+        decoder_only_on(foley.dac, device)
+    # the encoders are on the device only for the extraction (with offload: parked on the CPU after it)
+    with (
+        torch.no_grad(),
+        on_device_while((siglip, clap, foley.synchformer), device, offload=offload_encoders),
+    ):
         encoder = next(siglip.parameters())
         pixels = preprocess_siglip(siglip_frames, size=image_size).to(device, encoder.dtype)
         clip = siglip(pixels)[None].float()
@@ -257,18 +301,35 @@ def _foley_bed(
     cond = FoleyConditioning(
         clip=clip, sync=sync, text=text.float(), negative_text=negative.float(), length=latent_length(n_sync)
     )
+    resume, resume_key = _latest_checkpoint(ctx, folder)
+    if resume is not None:
+        log.info(
+            "%s %s: resuming foley sampling at step %d from %s",
+            STEP,
+            unit.unit_id,
+            resume.step_index,
+            resume_key,
+        )
+
+    def on_checkpoint(ckpt: StepCheckpoint) -> None:
+        _write_checkpoint(ctx, folder, ckpt)
+
     latents = sample_foley(
         foley.dit,
         cond,
         num_steps=FOLEY_STEPS,
         guidance_scale=FOLEY_GUIDANCE,
         seed=unit.seed,
+        checkpoint_every=shard.checkpoint_every,
+        on_checkpoint=on_checkpoint,
+        resume_from=resume,
     )  # no progress hook: the runner's bars count one sampling loop per unit, the DiT's
     with torch.no_grad():
         dac = foley.dac
         audio = dac.decode(latents.to(next(dac.parameters()).dtype))[0, 0].float()
     samples = round(n_sync / SYNC_FPS * dac.sample_rate)  # the release cuts to the clip's seconds
-    return np.asarray(audio[:samples].cpu().numpy(), dtype=np.float64)
+    resumed_from = resume.step_index if resume is not None else 0
+    return np.asarray(audio[:samples].cpu().numpy(), dtype=np.float64), resumed_from
 
 
 def main(argv: Sequence[str] | None = None) -> int:

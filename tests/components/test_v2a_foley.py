@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from components import dit_sample, v2a_foley
 from components import plan as plan_step
-from components import v2a_foley
 from components.runtime.manifest import StepManifest, UnitOutput, read_manifest
 from components.runtime.media import loudness, probe
 from components.runtime.step import StepContext
@@ -19,25 +19,31 @@ from tests.campaigns import ALL_MODES, write_campaign
 ONE_SECOND = {"size": "64x64", "frames": 25, "steps": 3}  # 25 frames: 1 s at 25 fps, long enough to gate
 
 
-def _foley(ctx: StepContext, campaign: Path) -> tuple[dict[str, UnitOutput], dict[str, UnitOutput], set[str]]:
-    """Plan, run every stage up to tiled_decode, then v2a_foley, for every shard: (foley outputs, decoded outputs,
-    the model versions the foley manifests name)."""
+def _decoded(ctx: StepContext, campaign: Path) -> list[tuple[str, str]]:
+    """Plan and run every stage up to tiled_decode: (shard key, tiled_decode manifest key) per shard."""
     _, plan = plan_step.run(ctx, plan_step.PlanInputs(str(campaign)))
-    foley: dict[str, UnitOutput] = {}
-    decoded: dict[str, UnitOutput] = {}
-    versions: set[str] = set()
     before = STAGES[: [s.name for s in STAGES].index("tiled_decode") + 1]
+    shards = []
     for ref in plan.shards:
         keys: dict[str, str] = {}
         for stage in before:
             keys[stage.name] = run_stage(
                 ctx, stage, ref.key, {n: keys[u] for n, u in stage.inputs.items()}, 1
             )
-        out = read_manifest(
-            ctx.store, v2a_foley.run(ctx, ref.key, {"video": keys["tiled_decode"]}), StepManifest
-        )
+        shards.append((ref.key, keys["tiled_decode"]))
+    return shards
+
+
+def _foley(ctx: StepContext, campaign: Path) -> tuple[dict[str, UnitOutput], dict[str, UnitOutput], set[str]]:
+    """Run every stage up to tiled_decode, then v2a_foley, for every shard: (foley outputs, decoded outputs,
+    the model versions the foley manifests name)."""
+    foley: dict[str, UnitOutput] = {}
+    decoded: dict[str, UnitOutput] = {}
+    versions: set[str] = set()
+    for shard_key, video_key in _decoded(ctx, campaign):
+        out = read_manifest(ctx.store, v2a_foley.run(ctx, shard_key, {"video": video_key}), StepManifest)
         foley |= out.units
-        decoded |= read_manifest(ctx.store, keys["tiled_decode"], StepManifest).units
+        decoded |= read_manifest(ctx.store, video_key, StepManifest).units
         versions |= set(out.model_versions)
     return foley, decoded, versions
 
@@ -111,3 +117,93 @@ def test_foley_soundtrack_is_aac_48k_at_the_delivery_loudness(
     assert {o.status for u, o in rerun.items() if u != "bottle-swap-v00"} == {"skipped"}
     assert "foley" not in {role for role, _ in again.model_cache}
     assert rerun["woman-intro-v00"].artifacts == units["woman-intro-v00"].artifacts
+
+
+def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
+    make_ctx: Callable[..., StepContext], demo_media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit killed after its step-10 checkpoint (an exception from the checkpoint write) resumes there on the
+    rerun and delivers the bytes of an uninterrupted run; the encoders are off the compute device while the MMDiT
+    and the DAC run (parked on `meta`, which keeps no weights: anything that still needed them would fail)."""
+    import torch
+
+    from model_core.audio.foley import offload
+    from model_core.audio.foley.dac import DACVAE
+    from model_core.audio.foley.model import FoleyDiT
+    from model_core.sampling import StepCheckpoint
+
+    job = {**ALL_MODES[0], **ONE_SECOND, "foley": {"prompt": "water splashes, a bottle cap clicks"}}
+    campaign = write_campaign(tmp_path, demo_media, [job])
+    [(shard_key, video_key)] = _decoded(make_ctx(), campaign)
+    unit = "woman-intro-v00"
+    store = tmp_path / "store"
+
+    def step(ctx: StepContext, **options: bool) -> UnitOutput:
+        key = v2a_foley.run(ctx, shard_key, {"video": video_key}, **options)
+        return read_manifest(ctx.store, key, StepManifest).units[unit]
+
+    def checkpoints() -> list[str]:
+        return sorted(p.name for p in store.rglob("v2a_foley/*/ckpt-*.safetensors"))
+
+    clean = step(make_ctx(), offload_encoders=False)  # the reference: uninterrupted, encoders resident
+    assert clean.status == "ok" and clean.details["foley_resumed_from"] == 0 and checkpoints() == []
+    for ref in clean.artifacts.values():
+        (store / ref.key).unlink()
+
+    # the interrupted run: encoders parked on meta, the write of the step-10 checkpoint is the last thing it does
+    ctx = make_ctx()
+    monkeypatch.setattr(offload, "PARK_DEVICE", torch.device("meta"))
+
+    def write_then_die(c: StepContext, folder: str, ckpt: StepCheckpoint) -> str:
+        key = dit_sample._write_checkpoint(c, folder, ckpt)  # the writer both sampling steps use
+        if ckpt.step_index >= 10:
+            raise RuntimeError("killed")
+        return key
+
+    seen: dict[str, set[str]] = {}
+
+    def encoder_devices() -> set[str]:
+        devices = set()
+        for value in ctx.model_cache.values():
+            models = value if isinstance(value, tuple) else (value,)
+            for m in models:
+                for name in ("synchformer", "vision", "model"):  # Foley's Synchformer, SigLIP2, CLAP
+                    part = getattr(m, name, None)
+                    if isinstance(part, torch.nn.Module):
+                        devices |= {str(p.device) for p in part.parameters()}
+                if hasattr(m, "dac"):
+                    devices |= {str(p.device) for p in m.dac.encoder.parameters()}
+        return devices
+
+    def spy(cls: type, method: str) -> None:
+        original = getattr(cls, method)
+
+        def wrapped(self: object, *args: object, **kwargs: object) -> object:
+            seen.setdefault(cls.__name__, set()).update(encoder_devices())
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, wrapped)
+
+    spy(FoleyDiT, "forward")
+    spy(DACVAE, "decode")
+    monkeypatch.setattr(v2a_foley, "_write_checkpoint", write_then_die)
+    killed = step(ctx)
+    assert killed.status == "failed" and "killed" in (killed.error or "")
+    assert checkpoints() == ["ckpt-0005.safetensors", "ckpt-0010.safetensors"]
+    assert seen == {"FoleyDiT": {"meta"}}  # killed before the decode
+    monkeypatch.undo()
+
+    resumed = step(make_ctx())  # offload on (the default), parked on the CPU
+    assert resumed.status == "ok" and resumed.details["foley_resumed_from"] == 10
+    assert resumed.artifacts == clean.artifacts  # same keys, same sha256: the same audio bits and mp4
+    assert checkpoints() == []  # spent once the unit is stored
+
+    # the DAC decode runs with the encoders parked too
+    ctx = make_ctx()
+    for ref in clean.artifacts.values():
+        (store / ref.key).unlink()
+    monkeypatch.setattr(offload, "PARK_DEVICE", torch.device("meta"))
+    seen.clear()
+    spy(DACVAE, "decode")
+    assert step(ctx).artifacts == clean.artifacts
+    assert seen == {"DACVAE": {"meta"}}
