@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.runtime.spec import Campaign, CampaignError, load_campaign
+from pipelines.kfp_names import MLFLOW_SECRET, MODEL_CACHE_PVC, S3_SECRET, SETTINGS_CONFIG_MAP
 
 if TYPE_CHECKING:  # kfp loads in about a second: only the commands that need it import it
     from kfp import Client  # type: ignore[import-untyped]
@@ -75,7 +77,31 @@ def _options(args: argparse.Namespace) -> PipelineOptions:
     from pipelines.render_campaign import DEFAULT_IMAGE, PipelineOptions
 
     image = args.image or os.environ.get("ADRENDER_IMAGE") or DEFAULT_IMAGE
-    return PipelineOptions(image=image, parallelism=args.parallelism, retries=args.retries)
+    try:
+        return PipelineOptions(
+            image=image,
+            parallelism=args.parallelism,
+            retries=args.retries,
+            settings_config_map=args.settings_config_map,
+            s3_secret=args.s3_secret,
+            mlflow_secret=args.mlflow_secret,
+            model_cache_pvc=args.model_cache_pvc,
+            sampling_nodes=args.sampling_nodes,
+        )
+    except ValueError as exc:
+        raise SubmitError(str(exc)) from exc
+
+
+def _k8s_name(value: str) -> str:
+    """An argparse type: a Kubernetes object name (DNS subdomain)."""
+    if (
+        not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", value)
+        or len(value) > 253
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a Kubernetes object name: lower-case letters, digits, '-' and '.', e.g. adrender-s3"
+        )
+    return value
 
 
 def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -90,13 +116,38 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="shards rendered at once: the 8-GPU nodes to use (default 1)",
     )
     parser.add_argument("--retries", type=int, default=3, help="retries of every task (default 3)")
+    names = parser.add_argument_group("the cluster objects every task reads (the Helm chart's values)")
+    names.add_argument(
+        "--settings-config-map", type=_k8s_name, default=SETTINGS_CONFIG_MAP,
+        help=f"ConfigMap of settings read as env (default {SETTINGS_CONFIG_MAP})",
+    )  # fmt: skip
+    names.add_argument(
+        "--s3-secret", type=_k8s_name, default=S3_SECRET,
+        help=f"Secret with the keys access-key, secret-key (default {S3_SECRET})",
+    )  # fmt: skip
+    names.add_argument(
+        "--mlflow-secret", type=lambda v: v and _k8s_name(v), default=MLFLOW_SECRET,
+        help=f'Secret with the keys username, password; "" for an MLflow server without auth (default {MLFLOW_SECRET})',
+    )  # fmt: skip
+    names.add_argument(
+        "--model-cache-pvc", type=_k8s_name, default=MODEL_CACHE_PVC,
+        help=f"PersistentVolumeClaim of the checkpoint cache (default {MODEL_CACHE_PVC})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sampling-nodes", type=int, default=1,
+        help="nodes per sampling job: above 1, dit_sample runs as a Kubeflow Trainer TrainJob (default 1)",
+    )  # fmt: skip
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from pipelines.render_campaign import compile_pipeline
 
+    try:
+        options = _options(args)
+    except SubmitError as exc:
+        return _fail(exc)
     result = compile_pipeline(
-        _options(args), args.output, kubernetes_manifest=args.kubernetes_manifests, namespace=args.namespace
+        options, args.output, kubernetes_manifest=args.kubernetes_manifests, namespace=args.namespace
     )
     kind = "Pipeline and PipelineVersion manifests" if result.kubernetes_manifest else "pipeline"
     print(f"wrote {kind} to {result.path}")

@@ -32,7 +32,7 @@ def run_local(
     """
     from kfp import local  # type: ignore[import-untyped]
 
-    opts = dataclasses.replace(options or PipelineOptions(), volume_paths=False)
+    opts = dataclasses.replace(options or PipelineOptions(), volume_paths=False, sampler_metrics_port=None)
     local.init(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
     )

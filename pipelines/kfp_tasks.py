@@ -34,6 +34,7 @@ __all__ = [
     "plan_campaign",
     "report_outcome",
     "run_step",
+    "run_trainjob_step",
     "shard_report",
     "step_command",
 ]
@@ -85,6 +86,37 @@ def run_step(
     with tempfile.TemporaryDirectory(prefix=f"adrender-{step}-") as tmp:
         cmd = step_command(step, shard, inputs, Path(tmp) / "manifest-key", nproc_per_node)
         return _run(cmd, step)
+
+
+def run_trainjob_step(
+    step: str,
+    shard: str,
+    inputs: Mapping[str, str],
+    *,
+    store: str = "",
+    nodes: int,
+    gpus_per_node: int,
+    image: str,
+    timeout_s: int,
+    node_selector: Mapping[str, str],
+    tolerations: Sequence[Mapping[str, Any]],
+    settings_env: Sequence[Mapping[str, Any]],
+    task_config: Mapping[str, Any],
+    api: Any = None,
+    poll_s: float = 10.0,
+) -> str:
+    """Run one stage of one shard as a Kubeflow Trainer TrainJob over ``nodes`` nodes (``pipelines.trainjob``);
+    returns the key of the step manifest its node 0 wrote. A non-empty ``store`` reaches the nodes as
+    ``ADRENDER_STORE``; ``settings_env`` (the settings and credential references) fills what the task's own
+    env (``task_config``) lacks."""
+    from pipelines.trainjob import plain_env, run_multinode
+
+    _use_store(store)
+    return run_multinode(
+        step, shard, inputs, nodes=nodes, gpus_per_node=gpus_per_node, image=image, timeout_s=timeout_s,
+        task_config=task_config, node_selector=node_selector, tolerations=tolerations,
+        env=plain_env({"ADRENDER_STORE": store} if store else {}), base_env=settings_env, api=api, poll_s=poll_s,
+    )  # fmt: skip
 
 
 def plan_campaign(

@@ -25,13 +25,25 @@ from typing import Any, NamedTuple
 from kfp import compiler, dsl, kubernetes  # type: ignore[import-untyped]
 
 from pipelines.dag import STAGES, Stage
+from pipelines.kfp_names import (
+    MLFLOW_SECRET,
+    MLFLOW_SECRET_KEYS,
+    MODEL_CACHE_PVC,
+    S3_SECRET,
+    S3_SECRET_KEYS,
+    SETTINGS_CONFIG_MAP,
+    SETTINGS_KEYS,
+)
+from pipelines.trainjob import SAMPLER_LABELS, reference_env
 
 __all__ = [
     "DEFAULT_IMAGE",
     "MLFLOW_SECRET",
+    "MODEL_CACHE_PVC",
     "PIPELINE_NAME",
     "S3_SECRET",
     "SETTINGS_CONFIG_MAP",
+    "SETTINGS_KEYS",
     "PipelineOptions",
     "build_pipeline",
     "compile_pipeline",
@@ -39,23 +51,6 @@ __all__ = [
 
 PIPELINE_NAME = "adrender-render-campaign"
 DEFAULT_IMAGE = "ghcr.io/adrender/adrender:0.1.0"
-# cluster settings (store, S3 endpoint, MLflow URI, Pushgateway) as env, from a ConfigMap the chart installs
-SETTINGS_CONFIG_MAP = "adrender-settings"
-SETTINGS_KEYS = (
-    "ADRENDER_STORE",
-    "ADRENDER_S3_ENDPOINT",
-    "ADRENDER_S3_REGION",
-    "MLFLOW_TRACKING_URI",
-    "ADRENDER_PUSHGATEWAY",
-    "ADRENDER_REWRITE_BACKEND",
-    "ADRENDER_REWRITE_URL",
-    "ADRENDER_REWRITE_MODEL",
-)
-# credentials come from Secrets as env, never as parameters
-S3_SECRET = "adrender-s3"
-S3_SECRET_KEYS = {"access-key": "ADRENDER_S3_ACCESS_KEY", "secret-key": "ADRENDER_S3_SECRET_KEY"}
-MLFLOW_SECRET = "adrender-mlflow"
-MLFLOW_SECRET_KEYS = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
 MODEL_CACHE_MOUNT = "/var/cache/adrender/models"
 WORK_MOUNT = "/var/tmp/adrender"
 
@@ -78,6 +73,11 @@ class PipelineOptions:
     image: the project image. parallelism: how many shards render at once (= 8-GPU nodes in use; KFP takes it
     at compile time). retries / backoff: ``set_retry`` of every task. model_cache_pvc: the PVC holding the
     checkpoint cache (mounted on the model steps). shm_size: the ``/dev/shm`` memory volume of the GPU steps.
+    settings_config_map, s3_secret, mlflow_secret: the ConfigMap and Secrets every task reads as env (the Helm
+    chart compiles with its own names; ``mlflow_secret`` "" = an MLflow server without auth).
+    sampling_nodes: > 1 makes ``dit_sample`` launch a Kubeflow Trainer TrainJob over that many nodes
+    (``pipelines.trainjob``) instead of running torchrun in its own pod. sampler_metrics_port: the sampling
+    pods serve /metrics on it (``ADRENDER_METRICS_PORT``; None = not served).
     """
 
     image: str = DEFAULT_IMAGE
@@ -87,7 +87,12 @@ class PipelineOptions:
     backoff_factor: float = 2.0
     backoff_max: str = "1800s"
     pull_policy: str = "IfNotPresent"
-    model_cache_pvc: str = "adrender-model-cache"
+    model_cache_pvc: str = MODEL_CACHE_PVC
+    settings_config_map: str = SETTINGS_CONFIG_MAP
+    s3_secret: str = S3_SECRET
+    mlflow_secret: str = MLFLOW_SECRET
+    sampling_nodes: int = 1
+    sampler_metrics_port: int | None = 9400
     shm_size: str = "64Gi"
     accelerator: str = "nvidia.com/gpu"
     # ADRENDER_WORK_DIR / ADRENDER_MODEL_CACHE point at the pod's volumes; off for kfp.local, which has none
@@ -110,13 +115,33 @@ class PipelineOptions:
     # stages that load a model on a GPU: one GPU each, the model cache mounted
     gpu_stages: tuple[str, ...] = ("llava_encode", "vae_encode", "v2a_foley", "qc_metrics")
 
+    def __post_init__(self) -> None:
+        if self.sampling_nodes < 1:
+            raise ValueError(
+                f"sampling_nodes must be >= 1 (1 = one pod runs torchrun); got {self.sampling_nodes}"
+            )
+        if self.parallelism < 1:
+            raise ValueError(f"parallelism must be >= 1; got {self.parallelism}")
+
 
 # components: each body imports one function of pipelines.kfp_tasks (imports inside: the body runs alone)
 
 
+# what the multi-node sampling task forwards to its TrainJob (KFP's TaskConfig): the GPUs, CPU and memory, node
+# selector and tolerations go to the TrainJob's nodes only; env and volumes also stay on the launcher's pod
+TRAINJOB_PASSTHROUGHS = [
+    dsl.TaskConfigField.RESOURCES,
+    dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
+    dsl.TaskConfigField.KUBERNETES_TOLERATIONS,
+    dsl.TaskConfigField.KUBERNETES_AFFINITY,
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True),
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.KUBERNETES_VOLUMES, apply_to_task=True),
+]
+
+
 def _make_components(image: str) -> dict[str, Any]:
-    def component(func: Callable[..., Any]) -> Any:
-        return dsl.component(func, base_image=image, install_kfp_package=False)
+    def component(func: Callable[..., Any], **kwargs: Any) -> Any:
+        return dsl.component(func, base_image=image, install_kfp_package=False, **kwargs)
 
     def plan(
         campaign_uri: str,
@@ -151,6 +176,31 @@ def _make_components(image: str) -> dict[str, Any]:
         from pipelines.kfp_tasks import run_step
 
         return run_step(step, shard, inputs, store=store, nproc_per_node=nproc_per_node)
+
+    def trainjob_step(
+        step: str,
+        shard: str,
+        inputs: dict,  # type: ignore[type-arg]
+        store: str,
+        nodes: int,
+        gpus_per_node: int,
+        image: str,
+        timeout_s: int,
+        node_selector: dict,  # type: ignore[type-arg]
+        tolerations: list,  # type: ignore[type-arg]
+        settings_env: list,  # type: ignore[type-arg]
+        task_config: dsl.TaskConfig,
+    ) -> str:
+        """One stage of one shard as a Kubeflow Trainer TrainJob over ``nodes`` nodes; its manifest key out."""
+        import dataclasses
+
+        from pipelines.kfp_tasks import run_trainjob_step
+
+        return run_trainjob_step(
+            step, shard, inputs, store=store, nodes=nodes, gpus_per_node=gpus_per_node, image=image,
+            timeout_s=timeout_s, node_selector=node_selector, tolerations=tolerations, settings_env=settings_env,
+            task_config=dataclasses.asdict(task_config) if task_config is not None else {},
+        )  # fmt: skip
 
     def publish(
         shard: str,
@@ -205,16 +255,28 @@ def _make_components(image: str) -> dict[str, Any]:
             )
         )
 
-    return {f.__name__: component(f) for f in (plan, render_step, distributed_step, publish, index, notify)}
+    made = {f.__name__: component(f) for f in (plan, render_step, distributed_step, publish, index, notify)}
+    made["trainjob_step"] = component(trainjob_step, task_config_passthroughs=TRAINJOB_PASSTHROUGHS)
+    return made
 
 
 # task settings
 
 
+def secret_env(options: PipelineOptions) -> dict[str, dict[str, str]]:
+    """Secret name -> {key: env name}: the credentials every task reads."""
+    out = {options.s3_secret: S3_SECRET_KEYS}
+    if options.mlflow_secret:
+        out[options.mlflow_secret] = MLFLOW_SECRET_KEYS
+    return out
+
+
 def _settings_env(task: Any, cache_mount: bool, options: PipelineOptions) -> None:
-    kubernetes.use_config_map_as_env(task, SETTINGS_CONFIG_MAP, {k: k for k in SETTINGS_KEYS}, optional=True)
-    kubernetes.use_secret_as_env(task, S3_SECRET, S3_SECRET_KEYS, optional=True)
-    kubernetes.use_secret_as_env(task, MLFLOW_SECRET, MLFLOW_SECRET_KEYS, optional=True)
+    kubernetes.use_config_map_as_env(
+        task, options.settings_config_map, {k: k for k in SETTINGS_KEYS}, optional=True
+    )
+    for secret, keys in secret_env(options).items():
+        kubernetes.use_secret_as_env(task, secret, keys, optional=True)
     kubernetes.empty_dir_mount(task, volume_name="work", mount_path=WORK_MOUNT)
     kubernetes.empty_dir_mount(task, volume_name="tmp", mount_path="/tmp")
     if options.volume_paths:
@@ -323,13 +385,17 @@ def _stage_task(
     if stage.name == "publish":
         task = c["publish"](shard=shard, inputs=inputs, store=store, gpus=gpus, decode_gpus=decode_gpus)
         return _common(task.set_display_name("publish"), "publish", options)
-    if stage.distributed:
+    if stage.name == "dit_sample" and options.sampling_nodes > 1:
+        task = _trainjob_task(c, stage, shard, inputs, store, options, gpus, node_selector, tolerations)
+    elif stage.distributed:
         count = gpus if stage.name == "dit_sample" else decode_gpus
         task = c["distributed_step"](
             step=stage.name, shard=shard, inputs=inputs, store=store, nproc_per_node=count
         )
         _common(task, stage.name, options, cache_mount=True)
         _on_gpus(task, count, node_selector, tolerations, options)
+        if stage.name == "dit_sample":
+            _sampler(task, options)
     else:
         task = c["render_step"](step=stage.name, shard=shard, inputs=inputs, store=store)
         on_gpu = stage.name in options.gpu_stages
@@ -337,6 +403,43 @@ def _stage_task(
         if on_gpu:
             _on_gpus(task, 1, node_selector, tolerations, options)
     return task.set_display_name(stage.name.replace("_", " "))
+
+
+def _sampler(task: Any, options: PipelineOptions) -> None:
+    """The sampling pod: labelled for the chart's PodMonitor, serving /metrics while it runs."""
+    for key, value in SAMPLER_LABELS.items():
+        kubernetes.add_pod_label(task, key, value)
+    if options.sampler_metrics_port is not None:
+        task.set_env_variable("ADRENDER_METRICS_PORT", str(options.sampler_metrics_port))
+
+
+def _trainjob_task(
+    c: dict[str, Any],
+    stage: Stage,
+    shard: Any,
+    inputs: dict[str, Any],
+    store: Any,
+    options: PipelineOptions,
+    gpus: Any,
+    node_selector: Any,
+    tolerations: Any,
+) -> Any:
+    """``dit_sample`` as a thin launcher of a TrainJob: the GPUs, CPU, memory and placement set here reach the
+    TrainJob's nodes through the TaskConfig passthrough, not the launcher's pod."""
+    res = options.resources[stage.name]
+    env = reference_env(options.settings_config_map, SETTINGS_KEYS, secret_env(options))
+    if options.sampler_metrics_port is not None:
+        env.append({"name": "ADRENDER_METRICS_PORT", "value": str(options.sampler_metrics_port)})
+    task = c["trainjob_step"](
+        step=stage.name, shard=shard, inputs=inputs, store=store, nodes=options.sampling_nodes,
+        gpus_per_node=gpus, image=options.image, timeout_s=res.timeout_s, node_selector=node_selector,
+        tolerations=tolerations, settings_env=env,
+    )  # fmt: skip
+    _common(task, stage.name, options, cache_mount=True)
+    _on_gpus(task, gpus, node_selector, tolerations, options)
+    # the launcher outlives its TrainJob's deadline by the time it takes to see the job's end and delete it
+    kubernetes.set_timeout(task, res.timeout_s + 900)
+    return task
 
 
 class CompileResult(NamedTuple):

@@ -9,13 +9,13 @@ from typing import Any
 
 import yaml
 
+from tests.deploy.crd_schema import CRD_FILES, validate_custom
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "adrender"
 MANIFESTS = ROOT / "manifests"
 # the Kubernetes versions the chart and the manifests are validated against (Chart.yaml: kubeVersion >=1.25)
 KUBE_VERSIONS = ("1.25.0", "1.37.0")
-# kinds of CRDs (prometheus-operator): no schema in kubernetes-validate, checked by shape in the tests
-CRD_KINDS = {"PrometheusRule", "ServiceMonitor", "PodMonitor"}
 DIGEST = "sha256:" + "1" * 64
 
 # only what `helm install` needs (docs/HELM.md, "The values that matter")
@@ -36,8 +36,9 @@ FULL_VALUES: dict[str, Any] = {
         "prefix": "/nightly/",
         "region": "eu-central-1",
     },
-    "s3": {"existingSecret": "adrender-s3"},
+    "s3": {"existingSecret": "ads-s3-credentials"},
     "mlflow": {"trackingUri": "https://mlflow.example.com", "existingSecret": ""},
+    "settings": {"configMapName": "ads-render-settings"},
     "metrics": {"pushgatewayAddress": ""},
     "rewrite": {"backend": "openai", "url": "http://vllm.llm.svc:8000/v1", "model": "qwen3-8b"},
     "kfp": {
@@ -70,8 +71,14 @@ FULL_VALUES: dict[str, Any] = {
     ],
     "registerJob": {"backoffLimit": 0, "activeDeadlineSeconds": 900},
     "serviceAccount": {"name": "ads-renderer", "annotations": {"example.com/team": "ads"}},
-    "multiNode": {"enabled": True},
-    "modelCache": {"size": "2Ti", "accessMode": "ReadWriteOnce", "storageClassName": "fast-nvme"},
+    "multiNode": {"enabled": True, "nodes": 2},
+    "samplerMonitor": {"enabled": True, "port": 9500, "labels": {"release": "kube-prometheus-stack"}},
+    "modelCache": {
+        "claimName": "ads-model-cache",
+        "size": "2Ti",
+        "accessMode": "ReadWriteOnce",
+        "storageClassName": "fast-nvme",
+    },
     "alerts": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
     "dashboard": {"enabled": True, "label": "grafana_dashboard", "labelValue": "adrender"},
     "pushgateway": {
@@ -118,9 +125,11 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def validate(objects: list[dict[str, Any]], version: str) -> None:
-    """Every built-in object against the Kubernetes ``version`` schema, unknown fields rejected."""
+    """Every built-in object against the Kubernetes ``version`` schema, and every PrometheusRule, ServiceMonitor,
+    PodMonitor and TrainJob against its CRD's schema; unknown fields rejected."""
     import kubernetes_validate
 
     for obj in objects:
-        if obj["kind"] not in CRD_KINDS:
+        if obj["kind"] not in CRD_FILES:
             kubernetes_validate.validate(obj, version, strict=True)
+    validate_custom(objects)

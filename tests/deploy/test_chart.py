@@ -15,11 +15,10 @@ from pipelines.render_campaign import (
     S3_SECRET,
     SETTINGS_CONFIG_MAP,
     SETTINGS_KEYS,
-    PipelineOptions,
 )
+from pipelines.trainjob import SAMPLER_LABELS
 from tests.deploy.conftest import (
     CHART,
-    CRD_KINDS,
     DIGEST,
     FULL_VALUES,
     KUBE_VERSIONS,
@@ -30,6 +29,7 @@ from tests.deploy.conftest import (
     render,
     validate,
 )
+from tests.deploy.crd_schema import CRD_FILES, validate_custom
 
 helm = pytest.importorskip("helm_python")
 
@@ -97,16 +97,21 @@ def test_full_values_objects() -> None:
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-def test_crd_objects_have_their_shape(rendered: list[dict[str, Any]]) -> None:
-    for obj in (o for o in rendered if o["kind"] in CRD_KINDS):
-        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
-        assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
-    for rule in by_kind(rendered, "PrometheusRule"):
-        for group in rule["spec"]["groups"]:
-            assert set(group) <= {"name", "rules", "interval"}
-            for r in group["rules"]:
-                assert set(r) <= {"alert", "record", "expr", "for", "labels", "annotations"}
-                assert isinstance(r["expr"], str)
+def test_custom_resources_match_their_crds(rendered: list[dict[str, Any]]) -> None:
+    """PrometheusRule, ServiceMonitor and PodMonitor against prometheus-operator's published CRDs."""
+    kinds = sorted(o["kind"] for o in rendered if o["kind"] in CRD_FILES)
+    assert validate_custom(rendered) == len(kinds)
+    assert kinds in (["PrometheusRule"], ["PodMonitor", "PrometheusRule", "ServiceMonitor"])
+
+
+def test_sampler_pod_monitor() -> None:
+    (monitor,) = by_kind(render(VALUES["full"]), "PodMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"] == SAMPLER_LABELS
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (relabel,) = endpoint["relabelings"]
+    assert relabel["targetLabel"] == "__address__" and relabel["replacement"] == "${1}:9500"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert not by_kind(render(REQUIRED_VALUES), "PodMonitor")
 
 
 def test_every_object_carries_the_recommended_labels(rendered: list[dict[str, Any]]) -> None:
@@ -213,8 +218,9 @@ def test_full_settings() -> None:
     assert settings["data"]["ADRENDER_STORE"] == "s3://ads-renders/nightly"
     assert settings["data"]["ADRENDER_PUSHGATEWAY"] == "ads-adrender-pushgateway.adrender.svc:9091"
     assert settings["data"]["ADRENDER_REWRITE_BACKEND"] == "openai"
+    assert settings["metadata"]["name"] == "ads-render-settings"
     (pvc,) = by_kind(objects, "PersistentVolumeClaim")
-    assert pvc["metadata"]["name"] == PipelineOptions().model_cache_pvc
+    assert pvc["metadata"]["name"] == "ads-model-cache"
     assert pvc["spec"] == {
         "accessModes": ["ReadWriteOnce"],
         "storageClassName": "fast-nvme",
@@ -231,8 +237,17 @@ def test_rbac_is_least_privilege() -> None:
          "resourceNames": [S3_SECRET, MLFLOW_SECRET, "mlpipeline-minio-artifact"], "verbs": ["get"]},
         {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
     ]  # fmt: skip
-    (role,) = by_kind(render(merged(VALUES["full"], {"kfp": {"artifactSecret": ""}})), "Role")
-    assert role["rules"][1]["resourceNames"] == [S3_SECRET]  # mlflow.existingSecret "", no artifact Secret
+    (sa,) = by_kind(render(REQUIRED_VALUES), "ServiceAccount")
+    assert sa["automountServiceAccountToken"] is False
+    objects = render(merged(VALUES["full"], {"kfp": {"artifactSecret": ""}}))
+    (role,) = by_kind(objects, "Role")
+    assert role["rules"][0]["resourceNames"] == ["ads-render-settings", "kfp-launcher"]
+    assert role["rules"][1]["resourceNames"] == [
+        "ads-s3-credentials"
+    ]  # mlflow.existingSecret "", no artifact one
+    # multi-node: the dit_sample task creates and watches TrainJobs through the API, with the account's token
+    (sa,) = by_kind(objects, "ServiceAccount")
+    assert sa["automountServiceAccountToken"] is True
     trainer = [r for r in role["rules"] if r["apiGroups"] == ["trainer.kubeflow.org"]]
     assert trainer[0]["resources"] == ["trainjobs"]
     assert set(trainer[0]["verbs"]) == {"create", "get", "list", "watch", "delete"}
@@ -335,9 +350,14 @@ REJECTED = [
         id="inline-secret",
     ),
     pytest.param(
-        merged(REQUIRED_VALUES, {"s3": {"existingSecret": "my-s3"}}),
-        "at '/s3/existingSecret': value must be 'adrender-s3'",
-        id="secret-name-the-pipeline-does-not-read",
+        merged(REQUIRED_VALUES, {"s3": {"existingSecret": "My_S3"}}),
+        "at '/s3/existingSecret': 'My_S3' does not match pattern",
+        id="secret-name-not-a-kubernetes-name",
+    ),
+    pytest.param(
+        merged(REQUIRED_VALUES, {"multiNode": {"enabled": True, "nodes": 1}}),
+        "at '/multiNode/nodes': minimum: got 1, want 2",
+        id="multi-node-of-one-node",
     ),
     pytest.param(
         merged(

@@ -1,170 +1,34 @@
 """The chart's hook (charts/adrender/files/register_pipeline.py) against a loopback server speaking the KFP v2beta1
-REST API: first install, a repeated upgrade that changes nothing, an upgrade to a new appVersion, runs removed from
+REST API (tests/fake_kfp.py): first install, a repeated upgrade that changes nothing, an upgrade to a new appVersion, runs removed from
 the values, runs it does not manage, auth, and errors. The pipeline it uploads is compiled by `adrender compile`,
-as in the hook Job, and the config is the one the chart renders. Request bodies are read with the API's generated
-models (``kfp_server_api``), so only fields the API knows pass."""
+as in the hook Job, and the config is the one the chart renders."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import kfp_server_api
 import pytest
 import yaml
 
 from pipelines.cli import main as adrender
 from tests.deploy.conftest import CHART, FULL_VALUES, REQUIRED_VALUES, by_kind, merged, render
+from tests.fake_kfp import FakeKfp, serve_kfp
 
 SCRIPT = CHART / "files" / "register_pipeline.py"
-API = "/apis/v2beta1"
-
-
-def _model(data: dict[str, Any], name: str) -> Any:
-    klass = getattr(kfp_server_api.models, name)
-    unknown = set(data) - set(klass.attribute_map.values())
-    assert not unknown, f"{name} has no field(s) {unknown}"
-    return kfp_server_api.ApiClient()._ApiClient__deserialize(data, name)
-
-
-@dataclass
-class FakeKfp:
-    url: str = ""
-    requests: list[tuple[str, str, dict[str, list[str]], dict[str, str]]] = field(default_factory=list)
-    pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
-    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    uploads: dict[str, bytes] = field(default_factory=dict)
-    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
-    recurring: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fail_with: int | None = None
-
-    def writes(self) -> list[tuple[str, str]]:
-        return [(m, p) for m, p, _, _ in self.requests if m in ("POST", "DELETE")]
 
 
 @pytest.fixture
 def kfp() -> Iterator[FakeKfp]:
-    state = FakeKfp()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _reply(self, code: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _read(self, method: str) -> tuple[str, dict[str, list[str]], bytes]:
-            parts = urlsplit(self.path)
-            query = parse_qs(parts.query)
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            state.requests.append(
-                (method, parts.path, query, {k.lower(): v for k, v in self.headers.items()})
-            )
-            return parts.path.removeprefix(API), query, raw
-
-        def _page(self, field_name: str, items: list[dict[str, Any]], query: dict[str, list[str]]) -> None:
-            # two items a page, so paging is exercised; the display_name filter is honoured
-            if "filter" in query:
-                (pred,) = json.loads(query["filter"][0])["predicates"]
-                items = [i for i in items if i.get(pred["key"]) == pred["string_value"]]
-            start = int(query.get("page_token", ["0"])[0])
-            page = {field_name: items[start : start + 2], "total_size": len(items)}
-            if start + 2 < len(items):
-                page["next_page_token"] = str(start + 2)
-            self._reply(200, page)
-
-        def do_GET(self) -> None:
-            path, query, _ = self._read("GET")
-            if state.fail_with:
-                self._reply(state.fail_with, {"error": "internal error", "code": 13})
-            elif path == "/pipelines":
-                self._page("pipelines", list(state.pipelines.values()), query)
-            elif path.startswith("/pipelines/") and path.endswith("/versions"):
-                pid = path.split("/")[2]
-                versions = [v for v in state.versions.values() if v["pipeline_id"] == pid]
-                self._page("pipeline_versions", versions, query)
-            elif path == "/experiments":
-                self._page("experiments", list(state.experiments.values()), query)
-            elif path == "/recurringruns":
-                eid = query["experiment_id"][0]
-                runs = [r for r in state.recurring.values() if r["experiment_id"] == eid]
-                self._page("recurringRuns", runs, query)
-            else:
-                self._reply(404, {"error": f"no route {path}"})
-
-        def do_POST(self) -> None:
-            path, query, raw = self._read("POST")
-            if path == "/pipelines":
-                body = json.loads(raw)
-                _model(body, "V2beta1Pipeline")
-                pipeline = {**body, "pipeline_id": str(uuid.uuid4())}
-                state.pipelines[pipeline["pipeline_id"]] = pipeline
-                self._reply(200, pipeline)
-            elif path == "/pipelines/upload_version":
-                pid = query["pipelineid"][0]
-                assert pid in state.pipelines
-                ctype = self.headers["Content-Type"]
-                assert ctype.startswith("multipart/form-data; boundary=")
-                boundary = ctype.split("boundary=")[1].encode()
-                (part,) = [p for p in raw.split(b"--" + boundary) if b'name="uploadfile"' in p]
-                spec = part.split(b"\r\n\r\n", 1)[1].rsplit(b"\r\n", 1)[0]
-                version = {
-                    "pipeline_version_id": str(uuid.uuid4()),
-                    "pipeline_id": pid,
-                    "display_name": query["display_name"][0],
-                    "name": query["name"][0],
-                }
-                state.versions[version["pipeline_version_id"]] = version
-                state.uploads[version["pipeline_version_id"]] = spec
-                self._reply(200, version)
-            elif path == "/experiments":
-                body = json.loads(raw)
-                _model(body, "V2beta1Experiment")
-                exp = {**body, "experiment_id": str(uuid.uuid4())}
-                state.experiments[exp["experiment_id"]] = exp
-                self._reply(200, exp)
-            elif path == "/recurringruns":
-                body = json.loads(raw)
-                _model(body, "V2beta1RecurringRun")
-                run = {**body, "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"}
-                state.recurring[run["recurring_run_id"]] = run
-                self._reply(200, run)
-            else:
-                self._reply(404, {"error": f"no route {path}"})
-
-        def do_DELETE(self) -> None:
-            path, _, _ = self._read("DELETE")
-            rid = path.removeprefix("/recurringruns/")
-            if state.recurring.pop(rid, None) is None:
-                self._reply(404, {"error": f"no recurring run {rid}"})
-            else:
-                self._reply(200, {})
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_kfp() as server:
+        yield server
 
 
 @pytest.fixture
@@ -175,22 +39,56 @@ def pipeline_yaml(tmp_path: Path) -> Path:
     return path
 
 
-def test_hook_compile_command(tmp_path: Path) -> None:
-    """The hook Job's first command, with the chart's arguments, and the parameters the recurring runs set."""
-    objects = render(merged(REQUIRED_VALUES, FULL_VALUES), release="ads")
+def _compile_as_the_hook(
+    values: dict[str, Any], tmp_path: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any], Path]:
+    """Run the hook Job's first command (as its shell would split it) here; returns the chart's objects, the
+    compiled pipeline's executors' Kubernetes settings and the compiled file."""
+    objects = render(merged(REQUIRED_VALUES, values), release="ads")
     (job,) = by_kind(objects, "Job")
-    args = job["spec"]["template"]["spec"]["containers"][0]["args"][0].split("&&")[0].split()
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0].split("&&")[0]
+    image = "registry.example.com/ads/adrender@sha256:" + "1" * 64
+    args = shlex.split(script.replace("$ADRENDER_IMAGE", image))
     assert args[:4] == ["adrender", "compile", "-o", "/tmp/pipeline.yaml"]
     path = tmp_path / "pipeline.yaml"
-    image = "registry.example.com/ads/adrender@sha256:" + "1" * 64
-    rest = [image if a == '"$ADRENDER_IMAGE"' else a for a in args[4:]]
-    assert adrender(["compile", "-o", str(path), *rest]) == 0
+    assert adrender(["compile", "-o", str(path), *args[4:]]) == 0
+    assert image in path.read_text()
+    _, platform = yaml.safe_load_all(path.read_text())
+    return objects, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"], path
+
+
+def test_hook_compile_command(tmp_path: Path) -> None:
+    """The hook Job's first command, with the chart's arguments, and the parameters the recurring runs set."""
+    objects, _, path = _compile_as_the_hook(FULL_VALUES, tmp_path)
     spec = next(yaml.safe_load_all(path.read_text()))
     declared = spec["root"]["inputDefinitions"]["parameters"]
     (cm,) = [c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"] == "ads-adrender-register"]
     config = json.loads(cm["data"]["config.json"])
     assert {*config["parameters"], "campaign_uri"} <= set(declared)
-    assert image in path.read_text()
+
+
+@pytest.mark.parametrize("values", [{}, FULL_VALUES], ids=["default-names", "own-names"])
+def test_hook_compiles_with_the_charts_names(values: dict[str, Any], tmp_path: Path) -> None:
+    """Every task of the pipeline the hook uploads reads the ConfigMap, Secrets and claim this release has."""
+    objects, executors, _ = _compile_as_the_hook(values, tmp_path)
+    (settings,) = [c for c in by_kind(objects, "ConfigMap") if "ADRENDER_STORE" in c.get("data", {})]
+    (pvc,) = by_kind(objects, "PersistentVolumeClaim")
+    (role,) = by_kind(objects, "Role")
+    secrets_allowed = set(role["rules"][1]["resourceNames"])
+    merged_values = merged(REQUIRED_VALUES, values)
+    mlflow = merged_values.get("mlflow", {}).get("existingSecret", "adrender-mlflow")
+    for name, executor in executors.items():
+        assert {c["configMapName"] for c in executor["configMapAsEnv"]} == {settings["metadata"]["name"]}, (
+            name
+        )
+        secrets = {s["secretName"] for s in executor["secretAsEnv"]}
+        assert secrets <= secrets_allowed, name
+        assert (mlflow in secrets) == bool(mlflow), name
+        for mount in executor.get("pvcMount", []):
+            assert mount["constant"] == pvc["metadata"]["name"], name
+    assert any(e.get("pvcMount") for e in executors.values())
+    # multi-node on: sampling is the TrainJob launcher
+    assert ("exec-trainjob-step" in executors) == merged_values.get("multiNode", {}).get("enabled", False)
 
 
 def chart_config(values: dict[str, Any], kfp_url: str, tmp_path: Path, release: str = "ads") -> Path:
@@ -291,7 +189,9 @@ def test_service_account_token_is_sent(kfp: FakeKfp, pipeline_yaml: Path, tmp_pa
         chart_config({}, kfp.url, tmp_path), pipeline_yaml, KF_PIPELINES_SA_TOKEN_PATH=str(token)
     )
     assert result.returncode == 0, result.stderr
-    assert all(h.get("authorization") == "Bearer eyJhbGciOi.test-token" for _, _, _, h in kfp.requests)
+    assert all(
+        h.get("authorization") == "Bearer eyJhbGciOi.test-token" for h in (r.headers for r in kfp.requests)
+    )
 
 
 def test_api_errors_fail_the_hook(kfp: FakeKfp, pipeline_yaml: Path, tmp_path: Path) -> None:

@@ -1,127 +1,27 @@
-"""adrender submit / schedule / runs against a loopback HTTP server that speaks the KFP v2beta1 REST API.
-
-No real KFP API server can run on these machines (it needs a Kubernetes cluster, Argo and MySQL), so the server
-here answers the few endpoints the commands use, records each request, and the tests read every request body
-with the API's own generated models (``kfp_server_api``): only fields those models know, of the right types.
-The campaign goes to a real S3 server (moto) first, as it would to the cluster's store."""
+"""adrender submit / schedule / runs against a loopback HTTP server that speaks the KFP v2beta1 REST API
+(tests/fake_kfp.py: no real KFP API server can run on these machines, it needs a Kubernetes cluster, Argo and
+MySQL). The tests read every request body with the API's own generated models (``kfp_server_api``): only fields
+those models know, of the right types. The campaign goes to a real S3 server (moto) first, as it would to the cluster's store."""
 
 from __future__ import annotations
 
-import json
-import threading
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import kfp_server_api
 import pytest
 
 from pipelines.cli import main
 from pipelines.kfp_commands import CronError, to_kfp_cron
 from tests.campaigns import ALL_MODES, write_campaign
 from tests.conftest import S3Server
-
-
-@dataclass
-class FakeKfp:
-    url: str
-    requests: list[tuple[str, str, dict[str, list[str]], dict[str, Any], dict[str, str]]] = field(
-        default_factory=list
-    )
-    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-    def bodies(self, method: str, path: str) -> list[dict[str, Any]]:
-        return [body for m, p, _, body, _ in self.requests if m == method and p == path]
-
-
-def _model(data: dict[str, Any], name: str) -> Any:
-    """``data`` read with the generated model ``name``; fails on a field the model does not have."""
-    klass = getattr(kfp_server_api.models, name)
-    unknown = set(data) - set(klass.attribute_map.values())
-    assert not unknown, f"{name} has no field(s) {unknown}"
-    client = kfp_server_api.ApiClient()
-    return client._ApiClient__deserialize(data, name)
+from tests.fake_kfp import FakeKfp, read_model, serve_kfp
 
 
 @pytest.fixture
 def kfp_server() -> Iterator[FakeKfp]:
-    state = FakeKfp(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _reply(self, code: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _record(self, method: str) -> tuple[str, dict[str, list[str]], dict[str, Any]]:
-            parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-            query = parse_qs(parts.query)
-            state.requests.append(
-                (method, parts.path, query, body, {k.lower(): v for k, v in self.headers.items()})
-            )
-            return parts.path, query, body
-
-        def do_GET(self) -> None:
-            path, query, _ = self._record("GET")
-            if path == "/apis/v2beta1/experiments":
-                wanted = (
-                    json.loads(query["filter"][0])["predicates"][0]["stringValue"]
-                    if "filter" in query
-                    else None
-                )
-                found = [e for e in state.experiments.values() if wanted in (None, e["display_name"])]
-                self._reply(200, {"experiments": found, "total_size": len(found)} if found else {})
-            elif path == "/apis/v2beta1/healthz":
-                self._reply(200, {"multi_user": False, "pipeline_store": "database"})
-            elif path == "/apis/v2beta1/runs":
-                exp = query.get("experiment_id", [None])[0]
-                runs = [r for r in state.runs if r["experiment_id"] == exp]
-                self._reply(200, {"runs": runs[::-1], "total_size": len(runs)})
-            else:
-                self._reply(404, {"error": f"no route {path}"})
-
-        def do_POST(self) -> None:
-            path, _, body = self._record("POST")
-            if path == "/apis/v2beta1/experiments":
-                exp = {**body, "experiment_id": str(uuid.uuid4()), "created_at": "2026-05-04T06:00:00Z"}
-                state.experiments[exp["experiment_id"]] = exp
-                self._reply(200, exp)
-            elif path == "/apis/v2beta1/runs":
-                run = {
-                    **body,
-                    "run_id": str(uuid.uuid4()),
-                    "state": "PENDING",
-                    "created_at": "2026-05-04T06:00:01Z",
-                }
-                state.runs.append(run)
-                self._reply(200, run)
-            elif path == "/apis/v2beta1/recurringruns":
-                self._reply(200, {**body, "recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"})
-            else:
-                self._reply(404, {"error": f"no route {path}"})
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_kfp() as server:
+        yield server
 
 
 @pytest.fixture
@@ -169,10 +69,10 @@ def test_submit_uploads_the_campaign_and_starts_a_run_in_its_experiment(
     out = capsys.readouterr().out
     assert code == 0, out
 
-    (run_body,) = kfp_server.bodies("POST", "/apis/v2beta1/runs")
-    run = _model(run_body, "V2beta1Run")
-    (exp_body,) = kfp_server.bodies("POST", "/apis/v2beta1/experiments")
-    experiment = _model(exp_body, "V2beta1Experiment")
+    (run_body,) = kfp_server.bodies("POST", "/runs")
+    run = read_model(run_body, "V2beta1Run")
+    (exp_body,) = kfp_server.bodies("POST", "/experiments")
+    experiment = read_model(exp_body, "V2beta1Experiment")
     assert experiment.display_name == "spring-launch"
     (created,) = kfp_server.experiments.values()
     assert run.experiment_id == created["experiment_id"]
@@ -194,15 +94,13 @@ def test_submit_uploads_the_campaign_and_starts_a_run_in_its_experiment(
     # the run's URL is printed; the token went along as a bearer token
     run_id = kfp_server.runs[0]["run_id"]
     assert f"{kfp_server.url}/#/runs/details/{run_id}" in out
-    assert all(h.get("authorization") == "Bearer t0ken" for *_, h in kfp_server.requests)
+    assert all(r.headers.get("authorization") == "Bearer t0ken" for r in kfp_server.requests)
 
     # runs: the campaign's runs, newest first, with their states
     assert main(["runs", "spring-launch", "--kfp-host", kfp_server.url]) == 0
     listed = capsys.readouterr().out
     assert run_id in listed and "PENDING" in listed
-    (_, _, query, _, _) = next(
-        r for r in kfp_server.requests if r[0] == "GET" and r[1] == "/apis/v2beta1/runs"
-    )
+    query = next(r.query for r in kfp_server.requests if (r.method, r.path) == ("GET", "/apis/v2beta1/runs"))
     assert query["experiment_id"] == [created["experiment_id"]] and query["sort_by"] == ["created_at desc"]
 
 
@@ -232,8 +130,8 @@ def test_schedule_creates_a_recurring_run_from_the_campaign_cron(
         tmp_path / "b", demo_media, ALL_MODES[3:], id="meadow", schedule="30 6 * * mon-fri"
     )
     assert main(["schedule", str(campaign), "--kfp-host", kfp_server.url]) == 0
-    (body,) = kfp_server.bodies("POST", "/apis/v2beta1/recurringruns")
-    job = _model(body, "V2beta1RecurringRun")
+    (body,) = kfp_server.bodies("POST", "/recurringruns")
+    job = read_model(body, "V2beta1RecurringRun")
     assert job.trigger.cron_schedule.cron == "0 30 6 * * mon-fri"
     assert int(job.max_concurrency) == 1 and job.no_catchup is True
     assert job.mode == "ENABLE"
