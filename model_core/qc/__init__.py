@@ -4,6 +4,7 @@
 - ``dino``: DINO-Sim, the subject's similarity to its reference image with DINOv2 (``DinoScorer``).
 - ``flow``: dense optical flow and VBench's dynamic degree (``dynamic_degree``).
 - ``arcface``: the ArcFace IResNet face embedder and Face-Sim (``IResNet``, ``face_similarity``).
+- ``face``: five-landmark alignment to the ArcFace template and Face-Sim of a video (``video_face_sim``).
 - ``frames``: uint8 frames to model inputs, frame sampling.
 
 Each module states its recipe and where it departs from the paper's; docs/QC.md gathers them with the
@@ -13,10 +14,12 @@ thresholds.
 from model_core.qc.arcface import ArcFaceConfig, FaceSim, IResNet, crop_faces, face_similarity
 from model_core.qc.clip import ClipScorer, clip_text_score, consistency
 from model_core.qc.dino import DinoScorer, dino_similarity
+from model_core.qc.face import ARCFACE_TEMPLATE, align_face, similarity_transform, video_face_sim, warp_affine
 from model_core.qc.flow import FLOW_NAME, DynamicDegree, dynamic_degree, lucas_kanade_flow, top_magnitude
 from model_core.qc.frames import as_batch, preprocess, sample_by_rate
 
 __all__ = [
+    "ARCFACE_TEMPLATE",
     "FLOW_NAME",
     "ArcFaceConfig",
     "ClipScorer",
@@ -24,6 +27,7 @@ __all__ = [
     "DynamicDegree",
     "FaceSim",
     "IResNet",
+    "align_face",
     "as_batch",
     "clip_text_score",
     "consistency",
@@ -34,5 +38,8 @@ __all__ = [
     "lucas_kanade_flow",
     "preprocess",
     "sample_by_rate",
+    "similarity_transform",
     "top_magnitude",
+    "video_face_sim",
+    "warp_affine",
 ]

@@ -12,9 +12,9 @@ loads strictly.
 
 Face-Sim (HunyuanCustom §5.1): the cosine similarity of the ArcFace embedding of the reference face and of
 the face in each sampled frame, averaged over the frames with a face (the largest face in a frame).
-Frames without a face are counted and reported, not silently dropped. Note: the release aligns faces to
-five landmarks before embedding; adrender crops the detector's box (with a margin) instead, which lowers
-similarities a little for the same person, so compare Face-Sim numbers only within this recipe.
+Frames without a face are counted and reported, not silently dropped. Faces are aligned to the five-landmark
+ArcFace template before embedding (``model_core.qc.face``); ``crop_faces`` (a square crop around a box) serves
+the DINO-Sim head-and-shoulders region.
 """
 
 from __future__ import annotations
