@@ -11,7 +11,8 @@ with foley off (the audio-mode default) the voice alone is the soundtrack, norma
 
 Foley sampling writes a step checkpoint every ``checkpoint_every`` steps (the shard's setting, as for the DiT)
 beside the unit's outputs; a rerun after a kill resumes from the newest one and delivers the same bytes. The
-encoders are on the device only while they extract features (``offload_encoders``, on by default).
+encoders are on the device only while they extract features (``offload``: ``FoleyOffload.ENCODERS`` by default;
+``sequential`` also parks the MMDiT outside its sampling).
 
 Outputs per unit: ``video`` (the muxed mp4) and, with foley, ``foley`` (``foley.wav``: the bed as it sits in the
 soundtrack). The manifest details record the bed's integrated loudness (HunyuanVideo-Foley can produce gibberish
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
+    from model_core.audio.foley.offload import FoleyOffload
     from model_core.sampling import StepCheckpoint
 
 __all__ = ["FOLEY_GUIDANCE", "FOLEY_STEPS", "STEP", "main", "run"]
@@ -56,12 +58,20 @@ log = logging.getLogger("adrender.v2a_foley")
 
 
 def run(
-    ctx: StepContext, shard_key: str, upstream: Mapping[str, str], *, offload_encoders: bool = True
+    ctx: StepContext,
+    shard_key: str,
+    upstream: Mapping[str, str],
+    *,
+    offload: FoleyOffload | str = "encoders",
 ) -> str:
     """Add sound to a shard's decoded videos (needs ``upstream['video']``); returns the step manifest key.
 
-    ``offload_encoders``: keep Foley's encoders on the device only while they extract features (the memory peak is
-    then the MMDiT's and the DAC decoder's); off, they stay resident, which saves two host transfers per unit."""
+    ``offload``: what leaves the device between a clip's phases (``model_core.audio.foley.offload.FoleyOffload``):
+    ``encoders`` (default), ``sequential`` (also the MMDiT and the DAC decoder: the smallest peak, two host
+    transfers of the MMDiT per unit) or ``none``."""
+    from model_core.audio.foley.offload import FoleyOffload
+
+    mode = FoleyOffload(offload)
     if "video" not in upstream:
         raise ValueError(f"{STEP} needs --input video=<tiled_decode manifest key>")
 
@@ -112,7 +122,7 @@ def run(
 
         def body(unit: UnitPlan, keys: Mapping[str, str]) -> dict[str, Any]:
             video_key = decoded.units[unit.unit_id].artifacts["video"].key
-            return _render(ctx, shard, unit, video_key, keys, offload_encoders)
+            return _render(ctx, shard, unit, video_key, keys, mode)
 
         sound_units = shard.model_copy(update={"units": [u for u in shard.units if _has_sound(u)]})
         outputs |= unit_loop(ctx, sound_units, STEP, keys_for, body, telemetry=telemetry, upstream=[decoded])
@@ -132,7 +142,7 @@ def _render(
     unit: UnitPlan,
     video_key: str,
     keys: Mapping[str, str],
-    offload_encoders: bool,
+    offload: FoleyOffload,
 ) -> dict[str, Any]:
     """One unit: features, sampling, decode, soundtrack, mux; stores both outputs and returns the details."""
     import numpy as np
@@ -151,7 +161,7 @@ def _render(
     details: dict[str, Any] = {"foley": "on" if unit.foley else "off", "audio_seconds": round(seconds, 3)}
     folder = keys["video"].rsplit("/", 1)[0]  # the unit's output folder, named by the content hash
     if unit.foley:
-        bed, resumed_from = _foley_bed(ctx, shard, unit, frames, fps, folder, offload_encoders)
+        bed, resumed_from = _foley_bed(ctx, shard, unit, frames, fps, folder, offload)
         bed = bed[:n]
         bed = np.pad(bed - bed.mean(), (0, n - bed.shape[0]))  # no DC offset: it only eats true-peak headroom
         details["foley_steps"] = FOLEY_STEPS
@@ -247,15 +257,14 @@ def _foley_bed(
     frames: NDArray[np.uint8],
     fps: float,
     folder: str,
-    offload_encoders: bool,
+    offload: FoleyOffload,
 ) -> tuple[NDArray[np.float64], int]:
     """(the mono 48 kHz foley bed of the decoded frames, float64, as long as the 25 fps frames last; the sampling
     step it resumed from).
 
     Every ``shard.checkpoint_every`` sampling steps a ``StepCheckpoint`` goes to ``folder/ckpt-NNNN.safetensors``
-    (as ``dit_sample`` writes them); a rerun after a kill resumes from the newest one, bit for bit. With
-    ``offload_encoders`` SigLIP2, CLAP and the Synchformer are on the device only while they extract the features,
-    and the DAC-VAE's encoder half (unused) stays on the CPU (``model_core.audio.foley.offload``).
+    (as ``dit_sample`` writes them); a rerun after a kill resumes from the newest one, bit for bit. ``offload``
+    says which networks are parked on the CPU outside their phase (``model_core.audio.foley.offload``).
     """
     import numpy as np
     import torch
@@ -269,7 +278,7 @@ def _foley_bed(
         preprocess_synchformer,
         sample_frames,
     )
-    from model_core.audio.foley.offload import decoder_only_on, on_device_while
+    from model_core.audio.foley.offload import decoder_modules, on_device_while, park
     from model_core.audio.foley.synchformer import SEGMENT
 
     foley = load_foley(ctx, shard.pin("foley", unit))
@@ -281,12 +290,12 @@ def _foley_bed(
     sync_frames = video[sample_frames(times, SYNC_FPS)]
     n_sync = sync_frames.shape[0]
     device = torch.device(ctx.device)
-    if offload_encoders:
-        decoder_only_on(foley.dac, device)
+    if offload.generator:
+        park((foley.dit, *decoder_modules(foley.dac)), device)  # until their phase
     # the encoders are on the device only for the extraction (with offload: parked on the CPU after it)
     with (
         torch.no_grad(),
-        on_device_while((siglip, clap, foley.synchformer), device, offload=offload_encoders),
+        on_device_while((siglip, clap, foley.synchformer), device, offload=offload.encoders),
     ):
         encoder = next(siglip.parameters())
         pixels = preprocess_siglip(siglip_frames, size=image_size).to(device, encoder.dtype)
@@ -314,19 +323,20 @@ def _foley_bed(
     def on_checkpoint(ckpt: StepCheckpoint) -> None:
         _write_checkpoint(ctx, folder, ckpt)
 
-    latents = sample_foley(
-        foley.dit,
-        cond,
-        num_steps=FOLEY_STEPS,
-        guidance_scale=FOLEY_GUIDANCE,
-        seed=unit.seed,
-        checkpoint_every=shard.checkpoint_every,
-        on_checkpoint=on_checkpoint,
-        resume_from=resume,
-    )  # no progress hook: the runner's bars count one sampling loop per unit, the DiT's
-    with torch.no_grad():
-        dac = foley.dac
-        audio = dac.decode(latents.to(next(dac.parameters()).dtype))[0, 0].float()
+    with on_device_while((foley.dit,), device, offload=offload.generator):
+        latents = sample_foley(
+            foley.dit,
+            cond,
+            num_steps=FOLEY_STEPS,
+            guidance_scale=FOLEY_GUIDANCE,
+            seed=unit.seed,
+            checkpoint_every=shard.checkpoint_every,
+            on_checkpoint=on_checkpoint,
+            resume_from=resume,
+        )  # no progress hook: the runner's bars count one sampling loop per unit, the DiT's
+    dac = foley.dac
+    with torch.no_grad(), on_device_while(decoder_modules(dac), device, offload=offload.generator):
+        audio = dac.decode(latents.to(device, dac.post_quant_conv.weight.dtype))[0, 0].float()
     samples = round(n_sync / SYNC_FPS * dac.sample_rate)  # the release cuts to the clip's seconds
     resumed_from = resume.step_index if resume is not None else 0
     return np.asarray(audio[:samples].cpu().numpy(), dtype=np.float64), resumed_from

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -130,6 +130,7 @@ def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
     from model_core.audio.foley import offload
     from model_core.audio.foley.dac import DACVAE
     from model_core.audio.foley.model import FoleyDiT
+    from model_core.audio.foley.synchformer import Synchformer
     from model_core.sampling import StepCheckpoint
 
     job = {**ALL_MODES[0], **ONE_SECOND, "foley": {"prompt": "water splashes, a bottle cap clicks"}}
@@ -138,14 +139,14 @@ def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
     unit = "woman-intro-v00"
     store = tmp_path / "store"
 
-    def step(ctx: StepContext, **options: bool) -> UnitOutput:
-        key = v2a_foley.run(ctx, shard_key, {"video": video_key}, **options)
+    def step(ctx: StepContext, offload: str = "encoders") -> UnitOutput:
+        key = v2a_foley.run(ctx, shard_key, {"video": video_key}, offload=offload)
         return read_manifest(ctx.store, key, StepManifest).units[unit]
 
     def checkpoints() -> list[str]:
         return sorted(p.name for p in store.rglob("v2a_foley/*/ckpt-*.safetensors"))
 
-    clean = step(make_ctx(), offload_encoders=False)  # the reference: uninterrupted, encoders resident
+    clean = step(make_ctx(), offload="none")  # the reference: uninterrupted, encoders resident
     assert clean.status == "ok" and clean.details["foley_resumed_from"] == 0 and checkpoints() == []
     for ref in clean.artifacts.values():
         (store / ref.key).unlink()
@@ -198,12 +199,36 @@ def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
     assert resumed.artifacts == clean.artifacts  # same keys, same sha256: the same audio bits and mp4
     assert checkpoints() == []  # spent once the unit is stored
 
-    # the DAC decode runs with the encoders parked too
-    ctx = make_ctx()
+    # sequential: the MMDiT and the DAC decoder, too, visit the device only for their phase; the same bytes
     for ref in clean.artifacts.values():
         (store / ref.key).unlink()
-    monkeypatch.setattr(offload, "PARK_DEVICE", torch.device("meta"))
-    seen.clear()
-    spy(DACVAE, "decode")
-    assert step(ctx).artifacts == clean.artifacts
-    assert seen == {"DACVAE": {"meta"}}
+    events: list[str] = []
+    park = offload.park
+
+    def logged_park(modules: Sequence[torch.nn.Module], device: torch.device | str) -> None:
+        events.append("park " + " ".join(sorted(type(m).__name__ for m in modules)))
+        park(modules, device)
+
+    def log_call(cls: type, method: str) -> None:
+        original = getattr(cls, method)
+
+        def wrapped(self: object, *args: object, **kwargs: object) -> object:
+            if not events or events[-1] != cls.__name__:
+                events.append(cls.__name__)
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, wrapped)
+
+    monkeypatch.setattr(offload, "park", logged_park)
+    for cls, method in ((FoleyDiT, "forward"), (DACVAE, "decode"), (Synchformer, "forward")):
+        log_call(cls, method)
+    assert step(make_ctx(), offload="sequential").artifacts == clean.artifacts
+    assert events == [
+        "park Conv1d FoleyDiT _Decoder",  # before the extraction
+        "Synchformer",
+        "park ClapTextEncoder SiglipImageEncoder Synchformer",
+        "FoleyDiT",  # all 50 steps
+        "park FoleyDiT",
+        "DACVAE",
+        "park Conv1d _Decoder",
+    ], events
