@@ -33,12 +33,13 @@ from components.runtime.manifest import (
 )
 from components.runtime.registry import RegistryError
 from components.runtime.spec import (
-    SUPPORTED_SIZES,
     Campaign,
     CampaignError,
     CampaignIssue,
     Job,
     load_campaign,
+    size_supported,
+    sizes_hint,
 )
 from components.runtime.step import StepContext
 from components.runtime.store import ObjectNotFound, payload_digest, validate_key
@@ -63,6 +64,7 @@ RENDER_ROLES = (
     "text_encoder",
     "text_encoder_2",
     "audio_encoder",
+    "face_detector",
     "foley",
     "foley_image_encoder",
     "foley_text_encoder",
@@ -168,6 +170,43 @@ def _pin_models(ctx: StepContext, campaign: Campaign, jobs: Sequence[Job], file:
     return pins
 
 
+def _pin_qc_models(ctx: StepContext) -> tuple[dict[str, ModelPin], dict[str, str], list[str]]:
+    """The QC models (``components.qc_metrics.QC_MODELS``, as ``name@production``), pinned like the render models.
+
+    Returns the pins by reference, the unit roles (``qc_clip`` -> reference, ...) and a warning per model that is
+    not registered: QC then reports that model's metrics as not run, with the fix, instead of failing the plan.
+    """
+    from components.qc_metrics import QC_ALIAS, QC_MODELS, QC_ROLE_PREFIX
+
+    pins: dict[str, ModelPin] = {}
+    roles: dict[str, str] = {}
+    warnings: list[str] = []
+    for role, name in QC_MODELS.items():
+        ref = f"{name}@{QC_ALIAS}"
+        try:
+            r = ctx.registry.resolve(ref)
+        except RegistryError as exc:
+            warnings.append(
+                f"QC model {ref} is not available ({type(exc).__name__}): its metrics will be reported as not "
+                f"run; register it (`adrender models register {name} FOLDER --preset PRESET --alias {QC_ALIAS}`) "
+                "and plan again"
+            )
+            continue
+        pins[ref] = ModelPin(
+            ref=ref,
+            name=r.name,
+            version=r.version,
+            preset=r.preset,
+            files=dict(r.files),
+            sizes=dict(r.sizes),
+            total_bytes=r.total_bytes,
+            source=r.source,
+            excluded_territories=tuple(r.excluded_territories),
+        )
+        roles[QC_ROLE_PREFIX + role] = ref
+    return pins, roles, warnings
+
+
 def _check_subjects(
     campaign: Campaign,
     jobs: Sequence[Job],
@@ -206,8 +245,10 @@ def _roles(campaign: Campaign, job: Job) -> dict[str, str]:
     return {role: ref for role, ref in campaign.models_for(job).items() if role in RENDER_ROLES}
 
 
-def _unit_plan(campaign: Campaign, job: Job, unit: Any, pins: dict[str, ModelPin]) -> UnitPlan:
-    roles = _roles(campaign, job)
+def _unit_plan(
+    campaign: Campaign, job: Job, unit: Any, pins: dict[str, ModelPin], qc_roles: dict[str, str]
+) -> UnitPlan:
+    roles = {**_roles(campaign, job), **qc_roles}
     models = {role: pins[ref].pinned for role, ref in roles.items()}
     options = job.sampling_options(unit.seed)
     from dataclasses import asdict
@@ -296,10 +337,13 @@ def run(ctx: StepContext, inputs: PlanInputs) -> tuple[str, PlanManifest]:
         pins = _pin_models(ctx, campaign, jobs, file)
         _check_territory(campaign, pins, file)
         _check_sizes(campaign, jobs, pins, file)
+        # the QC models are pinned too, so that a rerun checks with the same versions (licences: render models only)
+        qc_pins, qc_roles, qc_warnings = _pin_qc_models(ctx)
+        pins = {**pins, **qc_pins}
 
         by_id = {j.id: j for j in jobs}
         units = [
-            _unit_plan(campaign, by_id[u.job_id], u, pins)
+            _unit_plan(campaign, by_id[u.job_id], u, pins, qc_roles)
             for u in campaign.render_units()
             if u.job_id in by_id
         ]
@@ -367,7 +411,7 @@ def run(ctx: StepContext, inputs: PlanInputs) -> tuple[str, PlanManifest]:
             skipped=skipped,
             units_total=len(units),
             estimated_gpu_seconds=round(sum(estimate_gpu_seconds(u) for u in todo), 1),
-            warnings=[str(w) for w in campaign.warnings] + media_warnings,
+            warnings=[str(w) for w in campaign.warnings] + media_warnings + qc_warnings,
         )
         write_manifest(ctx.store, plan_key, manifest)
         log.info(
@@ -392,13 +436,12 @@ def _check_sizes(campaign: Campaign, jobs: Sequence[Job], pins: dict[str, ModelP
         if pin.preset.startswith("tiny-"):
             continue
         for size in job.sizes:
-            if (size.height, size.width) not in SUPPORTED_SIZES:
-                sizes = ", ".join(f"{h}x{w}" for h, w in SUPPORTED_SIZES)
+            if not size_supported(job.mode, size.height, size.width):
                 problems.append(
                     CampaignIssue(
                         file,
                         f"jobs[{i}].sizes",
-                        f"{size} is not a size {pin.pinned} ({pin.preset}) renders; use one of {sizes}",
+                        f"{size} is not a size {pin.pinned} ({pin.preset}) renders; {sizes_hint(job.mode)}",
                     )
                 )
     if problems:

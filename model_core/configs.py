@@ -184,7 +184,8 @@ PRESETS: dict[str, DiTConfig] = {
 
 # HunyuanVideo-Avatar (Tencent-Hunyuan/HunyuanVideo-Avatar, hymm_sp/modules/models_audio.py): HYVideo-T/2 without
 # guidance, the audio adapters after double blocks 1, 3, ..., 19, reference injection, motion and fps in vec. Kept
-# beside `PRESETS` until the pipeline renders Avatar jobs; `dit_preset` and `load_model` take these names.
+# beside `PRESETS` (whose users feed HunyuanCustom's inputs); `MODEL_PRESETS`, `dit_preset` and `load_model` take
+# these names, so the registry and the pipeline's Avatar jobs use them.
 _AVATAR_AUDIO = AudioConditionConfig(insert_after=tuple(range(1, 20, 2)))
 AVATAR_PRESETS: dict[str, DiTConfig] = {
     "hunyuanvideo-avatar-704p": replace(
@@ -306,6 +307,7 @@ FOLEY_RELEASES: dict[str, FoleyRelease] = {
 # HunyuanVideo-Foley releases (`FOLEY_RELEASES`): one folder with the MMDiT, the DAC-VAE and the Synchformer.
 MODEL_PRESETS: Mapping[str, DiTConfig | VAEConfig | EncoderPreset | FoleyRelease] = {
     **PRESETS,
+    **AVATAR_PRESETS,
     **VAE_PRESETS,
     **ENCODER_PRESETS,
     **FOLEY_RELEASES,

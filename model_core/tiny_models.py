@@ -55,7 +55,7 @@ from transformers import (
     WhisperModel,
 )
 
-from model_core.configs import ENCODER_PRESETS, FOLEY_RELEASES, PRESETS
+from model_core.configs import AVATAR_PRESETS, ENCODER_PRESETS, FOLEY_RELEASES, PRESETS, dit_preset
 from model_core.text.templates import (
     DEFAULT_SUBJECT_WORD,
     IDENTITY_SUFFIX,
@@ -94,6 +94,7 @@ TINY_MODELS: Mapping[str, str] = {
     "hunyuancustom-audio-dit": "tiny-hunyuancustom-audio-720p",
     "hunyuancustom-editing-dit": "tiny-hunyuancustom-editing-720p",
     "hunyuanvideo-t2v-dit": "tiny-hunyuanvideo-t2v-720p",
+    "hunyuanvideo-avatar-dit": "tiny-hunyuanvideo-avatar-704p",
     "hunyuan-vae": "tiny-hunyuan-vae",
     "llava-llama-3-8b": "tiny-llava",
     "clip-vit-large": "tiny-clip",
@@ -427,7 +428,9 @@ def tiny_dit_state_dict(preset: str, seed: int = 0) -> dict[str, torch.Tensor]:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = HunyuanDiT(PRESETS[preset])
+        model = HunyuanDiT(dit_preset(preset))
+        for adapter in getattr(model, "audio_adapter_blocks", []):
+            adapter.to_out.reset_parameters()  # Avatar's adapters start at zero; a tiny model should hear the audio
     # the default init leaves no layer at zero, so the output varies with every input; keep it that way
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     zero = [k for k, v in state.items() if v.is_floating_point() and k.endswith("weight") and not v.any()]
@@ -441,7 +444,7 @@ def tiny_dit_state_dict(preset: str, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def _tiny_presets() -> list[str]:
-    names = (*PRESETS, *VAE_PRESETS, *ENCODER_PRESETS, *FOLEY_RELEASES)
+    names = (*PRESETS, *AVATAR_PRESETS, *VAE_PRESETS, *ENCODER_PRESETS, *FOLEY_RELEASES)
     return sorted(n for n in names if n.startswith("tiny-"))
 
 
@@ -469,7 +472,7 @@ def write_tiny_model(role_preset: str, folder: str | Path, seed: int = 0) -> Pat
 
 
 def _write(role_preset: str, folder: Path, seed: int) -> None:
-    if role_preset in PRESETS:
+    if role_preset in PRESETS or role_preset in AVATAR_PRESETS:
         torch.save({"module": tiny_dit_state_dict(role_preset, seed)}, folder / DIT_FILE)
     elif role_preset in FOLEY_RELEASES:
         from model_core.audio.foley.tiny import write_tiny_foley

@@ -120,7 +120,7 @@ class UnitPlan(_Model):
     job_id: str
     variant: int
     seed: int
-    mode: Literal["image", "audio", "editing", "t2v"]
+    mode: Literal["image", "audio", "editing", "t2v", "avatar"]
     height: int
     width: int
     frames: int
@@ -146,7 +146,13 @@ class UnitPlan(_Model):
 
     @property
     def latent_size(self) -> tuple[int, int, int]:
-        """(T, H, W) of the DiT latents: (frames-1)/4+1, height/8, width/8."""
+        """(T, H, W) of the DiT latents: (frames-1)/4+1, height/8, width/8. Avatar samples what the release
+        samples for a voice of `frames` frames (33 latent frames up to 129, then windows of 33; the decoded
+        video is cut to `frames`)."""
+        if self.mode == "avatar":
+            from model_core.sampling.windows import avatar_latent_frames
+
+            return (avatar_latent_frames(self.frames), self.height // 8, self.width // 8)
         return ((self.frames - 1) // 4 + 1, self.height // 8, self.width // 8)
 
 

@@ -87,9 +87,9 @@ def _cached(ctx: StepContext, role: str, pin: ModelPin, build: Any) -> Any:
 
 
 def _family(pin: ModelPin) -> str:
-    from model_core.configs import ENCODER_PRESETS, FOLEY_RELEASES, PRESETS, VAE_PRESETS
+    from model_core.configs import AVATAR_PRESETS, ENCODER_PRESETS, FOLEY_RELEASES, PRESETS, VAE_PRESETS
 
-    if pin.preset in PRESETS:
+    if pin.preset in PRESETS or pin.preset in AVATAR_PRESETS:
         return "dit"
     if pin.preset in FOLEY_RELEASES:
         return "foley"

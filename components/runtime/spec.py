@@ -25,7 +25,8 @@ cfg scale, flow shift, embedded guidance, DeepCache) come from `model_core.sampl
 and are checked by building the sampler's own `SamplingOptions` (`Job.sampling_options`); the spec keeps
 only what the sampler does not know (`RENDER_DEFAULTS`: frames, size, fps, negative prompt, foley). The
 mode is derived from what the job gives: `editing` (an `edit` block), `audio` (an `audio` block), `image`
-(subjects only), `t2v` (no subjects). Seeds left unset are derived from the campaign id, the job id and the
+(subjects only), `t2v` (no subjects); a presenter job (one subject and an `audio` voice track) chooses
+HunyuanVideo-Avatar with ``model: avatar`` (mode `avatar`), the only mode that renders past 129 frames. Seeds left unset are derived from the campaign id, the job id and the
 variant index (`derive_seed`), so a rerun of the same file renders the same videos.
 
 Render units. A job renders every one of its `sizes` (one creative in 9:16, 16:9 and 1:1 is common) times
@@ -93,6 +94,9 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _YamlLoader  # type: ignore[assignment]
 
 __all__ = [
+    "AVATAR_MODEL",
+    "AVATAR_NEGATIVE_PROMPT",
+    "MAX_AVATAR_FRAMES",
     "MAX_NESTING",
     "MAX_NODES",
     "MAX_UNITS",
@@ -120,6 +124,8 @@ __all__ = [
     "load_campaign",
     "parse_campaign",
     "parse_model_ref",
+    "size_supported",
+    "sizes_hint",
 ]
 
 SAFE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$"
@@ -143,6 +149,8 @@ SUPPORTED_SIZES: tuple[tuple[int, int], ...] = (
     (896, 512),
 )
 MAX_FRAMES = 129  # the models are trained on 129 frames (33 latent frames)
+# Avatar samples longer videos as sliding windows of 129 frames; Whisper encodes the voice's first 30 s
+MAX_AVATAR_FRAMES = 749
 MIN_FRAMES = 5  # two latent frames; a single frame is a picture, not an ad
 MAX_VARIANTS = 16
 MAX_SUBJECTS = 4
@@ -161,6 +169,13 @@ DEFAULT_NEGATIVE_PROMPT = (
     "bad teeth, bad eyes, bad limbs, distortion, blurring, text, subtitles, static, picture, black border."
 )
 
+AVATAR_MODEL = "avatar"  # `model: avatar` in a job: HunyuanVideo-Avatar
+# HunyuanVideo-Avatar's negative prompt (hymm_sp/sample_inference_audio.py)
+AVATAR_NEGATIVE_PROMPT = (
+    "Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, bad teeth, "
+    "bad eyes, bad limbs, distortion, blurring, Lens changes"
+)
+
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp")
 _AUDIO_EXT = (".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg")
 _VIDEO_EXT = (".mp4", ".mov", ".mkv", ".webm")
@@ -173,6 +188,7 @@ class Mode(str, Enum):
     AUDIO = "audio"  # identity image + driving audio -> hunyuancustom audio
     EDITING = "editing"  # identity image + source video + mask video -> hunyuancustom editing
     T2V = "t2v"  # prompt only -> hunyuanvideo t2v
+    AVATAR = "avatar"  # presenter image + voice, `model: avatar` -> hunyuanvideo-avatar
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,8 @@ RENDER_DEFAULTS: Mapping[Mode, _RenderDefaults] = {
     Mode.EDITING: _RenderDefaults(129, (720, 1280), 25, DEFAULT_NEGATIVE_PROMPT, True),
     # T2V runs without real CFG (cfg 1.0, embedded guidance 6.0), so a negative prompt would be unused
     Mode.T2V: _RenderDefaults(129, (720, 1280), 24, "", True),
+    # HunyuanVideo-Avatar: --image-size 704 (the short side), its negative prompt, the voice as the soundtrack
+    Mode.AVATAR: _RenderDefaults(129, (704, 704), 25, AVATAR_NEGATIVE_PROMPT, False),
 }
 
 # the spec's field names for the sampler's option names
@@ -307,13 +325,15 @@ def _check_id(value: str) -> str:
 
 
 def _check_frames(value: int) -> int:
-    if value % 4 != 1 or not MIN_FRAMES <= value <= MAX_FRAMES:
-        lower = max(MIN_FRAMES, min(MAX_FRAMES, (value - 1) // 4 * 4 + 1))
-        upper = min(MAX_FRAMES, lower + 4)
+    # up to MAX_AVATAR_FRAMES here; the job checks that only Avatar goes past MAX_FRAMES
+    if value % 4 != 1 or not MIN_FRAMES <= value <= MAX_AVATAR_FRAMES:
+        top = MAX_FRAMES if value <= MAX_FRAMES + 4 else MAX_AVATAR_FRAMES
+        lower = max(MIN_FRAMES, min(top, (value - 1) // 4 * 4 + 1))
+        upper = min(top, lower + 4)
         near = f"{lower}" if lower == upper else f"{lower} or {upper}"
         raise _problem(
-            f"got {_show(value)}; frames must be 4k+1 between {MIN_FRAMES} and {MAX_FRAMES} "
-            f"(the VAE packs 4 frames per latent frame after the first), e.g. {near}"
+            f"got {_show(value)}; frames must be 4k+1 between {MIN_FRAMES} and {MAX_FRAMES} ({MAX_AVATAR_FRAMES} "
+            f"for model: avatar) (the VAE packs 4 frames per latent frame after the first), e.g. {near}"
         )
     return value
 
@@ -475,7 +495,7 @@ ModelRefText = Annotated[str, AfterValidator(_check_model_ref)]
 
 
 class DitRefs(_Strict):
-    """The DiT checkpoint used for each mode (the four are different registered models).
+    """The DiT checkpoint used for each mode (the five are different registered models).
 
     A single reference (``dit: hunyuancustom-dit@production``) is the DiT of every job when all the
     campaign's jobs use one mode; a campaign mixing modes names one per mode.
@@ -485,6 +505,7 @@ class DitRefs(_Strict):
     audio: ModelRefText = "hunyuancustom-audio-dit@production"
     editing: ModelRefText = "hunyuancustom-editing-dit@production"
     t2v: ModelRefText = "hunyuanvideo-t2v-dit@production"
+    avatar: ModelRefText = "hunyuanvideo-avatar-dit@production"
 
     @model_validator(mode="before")
     @classmethod
@@ -508,7 +529,8 @@ class ModelRefs(_Strict):
     vae: ModelRefText = "hunyuan-vae@production"
     text_encoder: ModelRefText = "llava-llama-3-8b@production"  # LLaVA, hidden_states[-3]
     text_encoder_2: ModelRefText = "clip-vit-large@production"  # CLIP-L pooled
-    audio_encoder: ModelRefText = "whisper-tiny@production"  # audio mode only
+    audio_encoder: ModelRefText = "whisper-tiny@production"  # audio and avatar modes
+    face_detector: ModelRefText = "face-detector@production"  # avatar mode: the presenter's face box
     foley: ModelRefText = "hunyuanvideo-foley@production"  # the MMDiT, DAC-VAE and Synchformer release
     foley_image_encoder: ModelRefText = "siglip2-base-patch16-512@production"  # Foley's SigLIP2 frames
     foley_text_encoder: ModelRefText = "larger-clap-general@production"  # Foley's CLAP text
@@ -521,8 +543,10 @@ class ModelRefs(_Strict):
             "text_encoder": self.text_encoder,
             "text_encoder_2": self.text_encoder_2,
         }
-        if mode is Mode.AUDIO:
+        if mode in (Mode.AUDIO, Mode.AVATAR):
             refs["audio_encoder"] = self.audio_encoder
+        if mode is Mode.AVATAR:
+            refs["face_detector"] = self.face_detector
         if foley:
             refs["foley"] = self.foley
             refs["foley_image_encoder"] = self.foley_image_encoder
@@ -568,6 +592,25 @@ class Size(_Strict):
 
     def __str__(self) -> str:
         return f"{self.height}x{self.width}"
+
+
+# HunyuanVideo-Avatar resizes the presenter image to multiples of 64 with 704 px on the short side, at most
+# 704 x 1216 pixels in area (hymm_sp/data_kits/audio_dataset.py)
+AVATAR_MAX_AREA = 704 * 1216
+
+
+def size_supported(mode: Mode, height: int, width: int) -> bool:
+    """Whether the released checkpoint of `mode` renders `height x width`."""
+    if mode is Mode.AVATAR:
+        return height % 64 == 0 and width % 64 == 0 and height * width <= AVATAR_MAX_AREA
+    return (height, width) in SUPPORTED_SIZES
+
+
+def sizes_hint(mode: Mode) -> str:
+    """The sizes the released checkpoint of `mode` renders, for error messages."""
+    if mode is Mode.AVATAR:
+        return "use multiples of 64 of at most 704 x 1216 pixels, e.g. 704x704, 1216x704 or 704x1216 (height x width)"
+    return _sizes_hint()
 
 
 def _sizes_hint() -> str:
@@ -741,6 +784,8 @@ class JobDefaults(_Strict):
 
 
 def _mode_of(data: Mapping[str, Any]) -> Mode:
+    if data.get("model") == AVATAR_MODEL:
+        return Mode.AVATAR
     if data.get("edit") is not None:
         return Mode.EDITING
     if data.get("audio") is not None:
@@ -766,6 +811,8 @@ class Job(_Strict):
     subjects: Annotated[list[Subject], Field(max_length=MAX_SUBJECTS)] = []
     audio: AudioDrive | None = None
     edit: EditSource | None = None
+    # the model family: the mode's HunyuanCustom / HunyuanVideo checkpoint, or HunyuanVideo-Avatar for a presenter
+    model: Literal["hunyuancustom", "avatar"] = "hunyuancustom"
     sizes: Sizes
     frames: Frames
     steps: Steps
@@ -817,7 +864,9 @@ class Job(_Strict):
     @property
     def mode(self) -> Mode:
         """The job's mode, derived from its inputs."""
-        return _mode_of({"edit": self.edit, "audio": self.audio, "subjects": self.subjects})
+        return _mode_of(
+            {"edit": self.edit, "audio": self.audio, "subjects": self.subjects, "model": self.model}
+        )
 
     @property
     def size(self) -> Size:
@@ -894,6 +943,39 @@ class Job(_Strict):
                 "editing replaces the masked region with a subject: add subjects: [{word: ..., image: ...}]"
             )
         return edit
+
+    @field_validator("model")
+    @classmethod
+    def _avatar_is_a_presenter(cls, model: str, info: ValidationInfo) -> str:
+        if model != AVATAR_MODEL:
+            return model
+        problems = []
+        if "audio" in info.data and info.data["audio"] is None:
+            problems.append(
+                "model: avatar animates a presenter from a voice track: add audio: {uri: voice.wav}, or remove "
+                "model: avatar"
+            )
+        subjects = info.data.get("subjects")
+        if subjects is not None and len(subjects) != 1:
+            problems.append(
+                f"model: avatar takes exactly one subject (the presenter's image), got {len(subjects)}; keep "
+                "the presenter alone, or remove model: avatar"
+            )
+        if info.data.get("edit") is not None:
+            problems.append("model: avatar does not edit videos: remove edit, or remove model: avatar")
+        if problems:
+            raise _problems([("", p) for p in problems])
+        return model
+
+    @field_validator("frames")
+    @classmethod
+    def _long_only_avatar(cls, frames: int, info: ValidationInfo) -> int:
+        if frames > MAX_FRAMES and info.data.get("model") != AVATAR_MODEL:
+            raise _problem(
+                f"got {frames}; frames must be 4k+1 between {MIN_FRAMES} and {MAX_FRAMES}, e.g. {MAX_FRAMES}: only "
+                "model: avatar (a presenter with a voice track) renders longer spots, as windows over the voice"
+            )
+        return frames
 
     @field_validator("embedded_guidance")
     @classmethod
@@ -1213,10 +1295,10 @@ def _warnings_of(campaign: Campaign, data: Mapping[str, Any], file: str) -> tupl
             )
             out.append((f"jobs[{i}].negative_prompt", message))
         for size in job.sizes:
-            if (size.height, size.width) not in SUPPORTED_SIZES:
+            if not size_supported(job.mode, size.height, size.width):
                 message = (
                     f"{size} is not a size the released checkpoints render; only tiny test models (the demo) "
-                    f"render it, and plan rejects it for a released model: {_sizes_hint()}"
+                    f"render it, and plan rejects it for a released model: {sizes_hint(job.mode)}"
                 )
                 out.append((f"jobs[{i}].sizes", message))
     raw_territory = data.get("territory")

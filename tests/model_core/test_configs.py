@@ -83,6 +83,7 @@ def test_configs_are_frozen() -> None:
 
 def test_model_presets_span_the_families_without_name_clashes() -> None:
     from model_core.configs import (
+        AVATAR_PRESETS,
         ENCODER_PRESETS,
         FOLEY_RELEASES,
         MODEL_PRESETS,
@@ -91,7 +92,7 @@ def test_model_presets_span_the_families_without_name_clashes() -> None:
         model_preset,
     )
 
-    families = [PRESETS, VAE_PRESETS, ENCODER_PRESETS, FOLEY_RELEASES]
+    families = [PRESETS, AVATAR_PRESETS, VAE_PRESETS, ENCODER_PRESETS, FOLEY_RELEASES]
     assert set(MODEL_PRESETS) == set().union(*families)
     assert len(MODEL_PRESETS) == sum(len(f) for f in families)  # one name, one model
     assert isinstance(model_preset("tiny-hunyuan-vae"), VAEConfig)
