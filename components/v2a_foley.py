@@ -269,47 +269,14 @@ def _foley_bed(
     import numpy as np
     import torch
 
-    from model_core.audio.foley import FoleyConditioning, sample_foley
-    from model_core.audio.foley.encoders import (
-        SIGLIP_FPS,
-        SYNC_FPS,
-        latent_length,
-        preprocess_siglip,
-        preprocess_synchformer,
-        sample_frames,
-    )
-    from model_core.audio.foley.offload import decoder_modules, on_device_while, park
-    from model_core.audio.foley.synchformer import SEGMENT
+    from model_core.audio.foley.offload import decoder_modules, park
+    from model_core.audio.foley.pipeline import FoleyEncoders, foley_audio
 
     foley = load_foley(ctx, shard.pin("foley", unit))
+    if offload.generator:
+        park((foley.dit, *decoder_modules(foley.dac)), ctx.device)  # before the encoders load beside it
     siglip, image_size = load_siglip(ctx, shard.pin("foley_image_encoder", unit))
     clap = load_clap(ctx, shard.pin("foley_text_encoder", unit))
-    video = torch.from_numpy(frames)
-    times = [i / fps for i in range(frames.shape[0])]
-    siglip_frames = video[sample_frames(times, SIGLIP_FPS)]
-    sync_frames = video[sample_frames(times, SYNC_FPS)]
-    n_sync = sync_frames.shape[0]
-    device = torch.device(ctx.device)
-    if offload.generator:
-        park((foley.dit, *decoder_modules(foley.dac)), device)  # until their phase
-    # the encoders are on the device only for the extraction (with offload: parked on the CPU after it)
-    with (
-        torch.no_grad(),
-        on_device_while((siglip, clap, foley.synchformer), device, offload=offload.encoders),
-    ):
-        encoder = next(siglip.parameters())
-        pixels = preprocess_siglip(siglip_frames, size=image_size).to(device, encoder.dtype)
-        clip = siglip(pixels)[None].float()
-        sync_in = preprocess_synchformer(sync_frames, size=foley.synchformer.config.image_size)
-        if n_sync < SEGMENT:
-            # Note: the release needs 16 frames (0.64 s); a shorter clip repeats its last frame up to one segment
-            sync_in = torch.cat([sync_in, sync_in[-1:].expand(SEGMENT - n_sync, -1, -1, -1)])
-        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            sync = foley.synchformer.features(sync_in[None].to(device)).float()
-        negative, text = clap.encode(unit.foley_prompt, unit.foley_negative_prompt)
-    cond = FoleyConditioning(
-        clip=clip, sync=sync, text=text.float(), negative_text=negative.float(), length=latent_length(n_sync)
-    )
     resume, resume_key = _latest_checkpoint(ctx, folder)
     if resume is not None:
         log.info(
@@ -323,23 +290,24 @@ def _foley_bed(
     def on_checkpoint(ckpt: StepCheckpoint) -> None:
         _write_checkpoint(ctx, folder, ckpt)
 
-    with on_device_while((foley.dit,), device, offload=offload.generator):
-        latents = sample_foley(
-            foley.dit,
-            cond,
-            num_steps=FOLEY_STEPS,
-            guidance_scale=FOLEY_GUIDANCE,
-            seed=unit.seed,
-            checkpoint_every=shard.checkpoint_every,
-            on_checkpoint=on_checkpoint,
-            resume_from=resume,
-        )  # no progress hook: the runner's bars count one sampling loop per unit, the DiT's
-    dac = foley.dac
-    with torch.no_grad(), on_device_while(decoder_modules(dac), device, offload=offload.generator):
-        audio = dac.decode(latents.to(device, dac.post_quant_conv.weight.dtype))[0, 0].float()
-    samples = round(n_sync / SYNC_FPS * dac.sample_rate)  # the release cuts to the clip's seconds
+    audio = foley_audio(
+        foley,
+        FoleyEncoders(siglip, image_size, clap),
+        torch.from_numpy(frames),
+        fps,
+        unit.foley_prompt,
+        unit.foley_negative_prompt,
+        device=ctx.device,
+        seed=unit.seed,
+        num_steps=FOLEY_STEPS,
+        guidance_scale=FOLEY_GUIDANCE,
+        offload=offload,
+        checkpoint_every=shard.checkpoint_every,
+        on_checkpoint=on_checkpoint,
+        resume_from=resume,
+    )  # no progress hook: the runner's bars count one sampling loop per unit, the DiT's
     resumed_from = resume.step_index if resume is not None else 0
-    return np.asarray(audio[:samples].cpu().numpy(), dtype=np.float64), resumed_from
+    return np.asarray(audio.numpy(), dtype=np.float64), resumed_from
 
 
 def main(argv: Sequence[str] | None = None) -> int:
