@@ -4,30 +4,31 @@ schemas, and holds the same settings keys, alerts and dashboard as the chart."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from pipelines.render_campaign import SETTINGS_CONFIG_MAP, SETTINGS_KEYS, PipelineOptions
-from tests.deploy.conftest import KUBE_VERSIONS, MANIFESTS, REQUIRED_VALUES, by_kind, render, validate
+from tests.deploy.conftest import KUBE_VERSIONS, MANIFESTS, REQUIRED_VALUES, by_kind, merged, render, validate
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    result = subprocess.run([kubectl, "kustomize", str(folder)], check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 @pytest.fixture(scope="module")
 def dev() -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(MANIFESTS / "overlays" / "dev")],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return kustomize(MANIFESTS / "overlays" / "dev")
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -56,3 +57,17 @@ def test_same_alerts_dashboard_and_rbac_as_the_chart(dev: list[dict[str, Any]]) 
     (chart_dash,) = [c for c in by_kind(chart, "ConfigMap") if "adrender.json" in c.get("data", {})]
     assert json.loads(dash["data"]["adrender.json"]) == json.loads(chart_dash["data"]["adrender.json"])
     assert by_kind(dev, "Role")[0]["rules"] == by_kind(chart, "Role")[0]["rules"]
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_multinode_component_grants_what_the_chart_grants(version: str, tmp_path: Path) -> None:
+    """An overlay with the multinode component: the same RBAC as the chart with multiNode.enabled, and valid."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base, component = (os.path.relpath(MANIFESTS / name, overlay) for name in ("base", "multinode"))
+    (overlay / "kustomization.yaml").write_text(f"resources: [{base}]\ncomponents: [{component}]\n")
+    objects = kustomize(overlay)
+    validate(objects, version)
+    chart = render(merged(REQUIRED_VALUES, {"multiNode": {"enabled": True}}))
+    assert by_kind(objects, "Role")[0]["rules"] == by_kind(chart, "Role")[0]["rules"]
+    assert by_kind(objects, "ServiceAccount")[0]["automountServiceAccountToken"] is True
