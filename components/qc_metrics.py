@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from components.runtime.delivery import Check, Expected, check_delivery, delivery_profile
 from components.runtime.manifest import (
     ArtifactRef,
+    ModelPin,
     PlanManifest,
     ShardManifest,
     StepManifest,
@@ -65,12 +66,15 @@ from components.runtime.telemetry import StepTelemetry
 if TYPE_CHECKING:
     import numpy as np
 
-    from model_core.qc import ClipScorer, DinoScorer
+    from model_core.qc import ClipScorer, DinoScorer, IResNet
+    from model_core.vision.face_detect import FaceBox, FaceDetector
 
 __all__ = [
     "PAPER_AVERAGES",
+    "QC_ALIAS",
     "QC_MODELS",
     "QC_RECIPE",
+    "QC_ROLE_PREFIX",
     "STEP",
     "QCModels",
     "QCTelemetry",
@@ -83,14 +87,16 @@ __all__ = [
 
 STEP = "qc_metrics"
 OUTPUT = "qc.json"
-QC_RECIPE = 1  # bumped when a metric's recipe changes, so cached results are recomputed
+QC_RECIPE = 2  # bumped when a metric's recipe changes, so cached results are recomputed
 # role -> registered model name (the presets of model_core.configs.ENCODER_PRESETS)
 QC_MODELS: Mapping[str, str] = {
     "clip": "clip-vit-base-patch32",
     "dino": "dinov2-base",
     "arcface": "arcface-r100",
+    "face_detector": "face-detector",
 }
-QC_ALIAS = "production"
+QC_ALIAS = "production"  # plan pins each QC model as <name>@production
+QC_ROLE_PREFIX = "qc_"  # a unit's models: "qc_clip" -> the pinned CLIP ViT-B version, ...
 # HunyuanCustom's own averages (paper, Table 1): what a good render of the released model scores, for the report
 PAPER_AVERAGES: Mapping[str, float] = {
     "face_sim": 0.627,
@@ -106,33 +112,34 @@ log = logging.getLogger("adrender.qc_metrics")
 
 @dataclass
 class QCModels:
-    """The QC models of one step run: pinned ``name/version`` or the reason a model is missing."""
+    """The QC models of one step run: the versions ``plan`` pinned, or the reason a model is missing."""
 
     versions: dict[str, str]  # role -> name/version
     missing: dict[str, str]  # role -> why it is not available
-    folders: dict[str, Path]
+    pins: dict[str, ModelPin]
 
     @classmethod
-    def resolve(
-        cls, ctx: StepContext, names: Mapping[str, str] = QC_MODELS, alias: str = QC_ALIAS
-    ) -> QCModels:
-        """Resolve each QC model as ``name@alias`` once; a missing one is recorded, not raised."""
-        from components.runtime.registry import ModelRef, RegistryError
-
+    def from_shard(cls, shard: ShardManifest, names: Mapping[str, str] = QC_MODELS) -> QCModels:
+        """The QC models ``plan`` pinned for the shard's units (roles ``qc_clip``, ...); a model plan could not
+        resolve is recorded as missing with the fix, not raised."""
         versions: dict[str, str] = {}
         missing: dict[str, str] = {}
-        folders: dict[str, Path] = {}
+        pins: dict[str, ModelPin] = {}
         for role, name in names.items():
-            try:
-                resolved = ctx.registry.resolve(ModelRef(name, alias=alias))
-                folders[role] = ctx.registry.fetch(resolved)
-                versions[role] = f"{resolved.name}/{resolved.version}"
-            except RegistryError as exc:
+            pinned = next(
+                (u.models[QC_ROLE_PREFIX + role] for u in shard.units if QC_ROLE_PREFIX + role in u.models),
+                None,
+            )
+            if pinned is None or pinned not in shard.models:
                 missing[role] = (
-                    f"{name}@{alias} is not available ({type(exc).__name__}); register it with "
-                    f"`adrender models register {name} FOLDER --preset {name} --alias {alias}`"
+                    f"{name}@{QC_ALIAS} was not registered when the campaign was planned; register it "
+                    f"(`adrender models register {name} FOLDER --preset PRESET --alias {QC_ALIAS}`, or "
+                    "`adrender models bootstrap-tiny` for the demo) and plan again"
                 )
-        return cls(versions, missing, folders)
+                continue
+            pins[role] = shard.models[pinned]
+            versions[role] = pinned
+        return cls(versions, missing, pins)
 
     def clip(self, ctx: StepContext) -> ClipScorer:
         from model_core.qc import ClipScorer
@@ -144,11 +151,23 @@ class QCModels:
 
         return self._cached(ctx, "dino", lambda f: DinoScorer.from_pretrained(f, device=ctx.device))  # type: ignore[no-any-return]
 
+    def arcface(self, ctx: StepContext) -> IResNet:
+        from model_core.qc import IResNet
+
+        return self._cached(ctx, "arcface", lambda f: IResNet.from_pretrained(f, device=ctx.device))  # type: ignore[no-any-return]
+
+    def face_detector(self, ctx: StepContext) -> FaceDetector:
+        from components.runtime.models import load_face_detector
+
+        return load_face_detector(ctx, self.pins["face_detector"])
+
     def _cached(self, ctx: StepContext, role: str, build: Any) -> Any:
         key = (f"qc-{role}", self.versions[role])
         if key not in ctx.model_cache:
+            from components.runtime.models import fetch_pin
+
             started = time.perf_counter()
-            ctx.model_cache[key] = build(self.folders[role])
+            ctx.model_cache[key] = build(fetch_pin(ctx, self.pins[role]))
             log.info("loaded %s %s in %.1f s", role, self.versions[role], time.perf_counter() - started)
         return ctx.model_cache[key]
 
@@ -254,6 +273,102 @@ def _model_check(name: str, value: float | None, minimum: float | None, why_not:
     )
 
 
+def _dino_subject(
+    dino: DinoScorer,
+    ref: np.ndarray,
+    frames: np.ndarray,
+    ref_face: FaceBox | None,
+    faces: Sequence[FaceBox | None] | None,
+) -> dict[str, Any]:
+    """DINO-Sim of one subject: head-and-shoulders boxes for a subject whose image has a face (in the frames with
+    a face), else the reference's foreground box against whole frames."""
+    import numpy as np
+    import torch
+
+    from model_core.qc import crop_box, crop_embeddings, dino_similarity, foreground_box, head_and_shoulders
+
+    def chw(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+
+    h, w = frames.shape[1:3]
+    whole = [chw(f) for f in frames]
+    if ref_face is not None and faces is not None:
+        ref_crop = crop_box(chw(ref), head_and_shoulders(ref_face.box, *ref.shape[:2]))
+        with_face = [i for i, f in enumerate(faces) if f is not None]
+        if with_face:
+            crops = [crop_box(whole[i], head_and_shoulders(faces[i].box, h, w)) for i in with_face]  # type: ignore[union-attr]
+            region = "head-and-shoulders"
+        else:
+            crops, region = whole, "head-and-shoulders reference vs whole frame (no face in any frame)"
+    else:
+        ref_crop = crop_box(chw(ref), foreground_box(ref))
+        crops, region = whole, "reference foreground vs whole frame"
+    emb = crop_embeddings(dino, [ref_crop, *crops])
+    return {"score": round(dino_similarity(emb[0], emb[1:]), 4), "region": region, "frames": len(crops)}
+
+
+def _face_sim(
+    ctx: StepContext,
+    models: QCModels,
+    frames: np.ndarray,
+    refs: Sequence[np.ndarray],
+    ref_faces: Sequence[FaceBox | None] | None,
+    faces: Sequence[FaceBox | None] | None,
+    qc: QCProfile,
+    scores: dict[str, float | None],
+    metrics: dict[str, dict[str, Any]],
+) -> Check:
+    """Face-Sim of a unit (its score and metrics entry filled in) and its check."""
+    from model_core.qc import face_embeddings, face_similarity
+
+    name, minimum = "model.face_sim", qc.min_identity_similarity
+    why: str | None = None
+    if not refs:
+        why = "the job has no subject image"
+    elif "face_detector" in models.missing or "arcface" in models.missing:
+        why = models.missing.get("face_detector") or models.missing["arcface"]
+    elif ref_faces is None or faces is None or all(f is None for f in ref_faces):
+        why = "no face in the subject image(s): a product subject has none"
+    if why is not None:
+        scores["face_sim"] = None
+        metrics["face_sim"] = {"not_run": why}
+        return _model_check(name, None, minimum, why)
+    assert ref_faces is not None and faces is not None
+    embedder = models.arcface(ctx)
+    frame_emb = face_embeddings(embedder, list(frames), faces)
+    per_subject = []
+    for ref, face in zip(refs, ref_faces, strict=True):
+        if face is not None:
+            (ref_emb,) = face_embeddings(embedder, [ref], [face])
+            assert ref_emb is not None
+            per_subject.append(face_similarity(ref_emb, frame_emb))
+    without = per_subject[0].frames_without_face
+    found = [r.score for r in per_subject if r.score is not None]
+    scores["face_sim"] = float(sum(found) / len(found)) if found else None
+    metrics["face_sim"] = {
+        "model": models.versions["arcface"],
+        "detector": models.versions["face_detector"],
+        "recipe": "ArcFace cosine, largest face per frame aligned to the 5-landmark template, mean over frames "
+        "with a face",
+        "frames": len(frames),
+        "frames_without_face": without,
+        "per_subject": [None if r.score is None else round(r.score, 4) for r in per_subject],
+    }
+    detail = f"{without} of {len(frames)} frames without a face"
+    if scores["face_sim"] is None:
+        # a person's reference face and no face in the video: the render lost the subject
+        return Check(
+            name,
+            "fail" if minimum is not None else "warn",
+            None,
+            "a face in the frames",
+            seed_fixable=True,
+            detail=detail,
+        )
+    check = _model_check(name, scores["face_sim"], minimum)
+    return Check(check.name, check.status, check.measured, check.limit, check.seed_fixable, detail)
+
+
 def evaluate(
     ctx: StepContext,
     unit: UnitPlan,
@@ -270,7 +385,7 @@ def evaluate(
     from components.runtime.assets import localize
     from components.runtime.media import read_video_frames
     from model_core.io.ffmpeg_decode import read_image
-    from model_core.qc import as_batch, clip_text_score, consistency, dino_similarity, dynamic_degree
+    from model_core.qc import as_batch, clip_text_score, consistency, dynamic_degree
 
     started = time.perf_counter()
     # 1. delivery checks
@@ -301,6 +416,13 @@ def evaluate(
     scores: dict[str, float | None] = {}
     metrics: dict[str, dict[str, Any]] = {}
     refs = [read_image(localize(uri, ctx.settings, ctx.scratch("assets"))) for uri in unit.subject_images]
+    # the largest face of each frame and of each subject image: Face-Sim and the DINO-Sim head-and-shoulders box
+    faces: list[FaceBox | None] | None = None
+    ref_faces: list[FaceBox | None] | None = None
+    if refs and "face_detector" in models.versions:
+        detector = models.face_detector(ctx)
+        faces = [detector.largest(f) for f in frames]
+        ref_faces = [detector.largest(r) for r in refs]
     with torch.no_grad():
         if "clip" in models.versions:
             clip = models.clip(ctx)
@@ -321,34 +443,34 @@ def evaluate(
             scores["dino_sim"] = None
             metrics["dino_sim"] = {"not_run": "the job has no subject image"}
         elif "dino" in models.versions:
-            dino = models.dino(ctx)
-            frame_emb = dino.embeddings(pixels)
-            per_subject = [dino_similarity(dino.embeddings(as_batch(r))[0], frame_emb) for r in refs]
-            scores["dino_sim"] = float(sum(per_subject) / len(per_subject))
+            subjects = [
+                _dino_subject(
+                    models.dino(ctx), ref, frames, None if ref_faces is None else ref_faces[i], faces
+                )
+                for i, ref in enumerate(refs)
+            ]
+            scores["dino_sim"] = float(sum(d["score"] for d in subjects) / len(subjects))
             metrics["dino_sim"] = {
                 "model": models.versions["dino"],
-                "recipe": "DINOv2 CLS cosine, whole frame vs whole reference image (no segmentation)",
-                "region": "full-frame",
-                "per_subject": [round(s, 4) for s in per_subject],
+                "recipe": "DINOv2 CLS cosine of the subject's region in the reference and in each frame, mean",
+                "region": ", ".join(sorted({d["region"] for d in subjects})),
+                "per_subject": subjects,
             }
+            if faces is None:
+                metrics["dino_sim"]["note"] = "no face detector: every subject measured as a product"
         else:
             scores["dino_sim"] = None
             metrics["dino_sim"] = {"not_run": models.missing["dino"]}
         dd = dynamic_degree(pixels, unit.fps)
         scores["dynamic_degree"] = 1.0 if dd.dynamic else 0.0
         metrics["dynamic_degree"] = {"recipe": f"VBench rule on {dd.flow} flow", **asdict(dd)}
-    scores["face_sim"] = None
-    metrics["face_sim"] = {
-        "not_run": "no face detector in this version (the ArcFace embedder is model_core.qc.IResNet)"
-        if refs
-        else "the job has no subject image"
-    }
+        face_check = _face_sim(ctx, models, frames, refs, ref_faces, faces, qc, scores, metrics)
     checks += [
         _model_check("model.clip_text", scores["clip_text"], qc.min_text_video_similarity,
                      metrics["clip_text"].get("not_run")),
         _model_check("model.dino_sim", scores["dino_sim"], qc.min_identity_similarity,
                      metrics["dino_sim"].get("not_run")),
-        _model_check("model.face_sim", None, qc.min_identity_similarity, metrics["face_sim"]["not_run"]),
+        face_check,
         _model_check("model.temporal_consistency", scores["temporal_consistency"], None,
                      metrics["temporal_consistency"].get("not_run")),
         _model_check("model.dynamic_degree", scores["dynamic_degree"], None),
@@ -417,7 +539,7 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
         shard: ShardManifest, ups: Mapping[str, StepManifest], telemetry: StepTelemetry
     ) -> dict[str, UnitOutput]:
         qc = campaign_qc(ctx, shard)
-        models = QCModels.resolve(ctx)
+        models = QCModels.from_shard(shard)
         qc_telemetry = QCTelemetry(telemetry)
         for role, why in models.missing.items():
             log.warning("QC %s metrics will not run: %s", role, why)

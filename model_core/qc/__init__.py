@@ -13,8 +13,22 @@ thresholds.
 
 from model_core.qc.arcface import ArcFaceConfig, FaceSim, IResNet, crop_faces, face_similarity
 from model_core.qc.clip import ClipScorer, clip_text_score, consistency
-from model_core.qc.dino import DinoScorer, dino_similarity
-from model_core.qc.face import ARCFACE_TEMPLATE, align_face, similarity_transform, video_face_sim, warp_affine
+from model_core.qc.dino import (
+    DinoScorer,
+    crop_box,
+    crop_embeddings,
+    dino_similarity,
+    foreground_box,
+    head_and_shoulders,
+)
+from model_core.qc.face import (
+    ARCFACE_TEMPLATE,
+    align_face,
+    face_embeddings,
+    similarity_transform,
+    video_face_sim,
+    warp_affine,
+)
 from model_core.qc.flow import FLOW_NAME, DynamicDegree, dynamic_degree, lucas_kanade_flow, top_magnitude
 from model_core.qc.frames import as_batch, preprocess, sample_by_rate
 
@@ -31,10 +45,15 @@ __all__ = [
     "as_batch",
     "clip_text_score",
     "consistency",
+    "crop_box",
+    "crop_embeddings",
     "crop_faces",
     "dino_similarity",
     "dynamic_degree",
+    "face_embeddings",
     "face_similarity",
+    "foreground_box",
+    "head_and_shoulders",
     "lucas_kanade_flow",
     "preprocess",
     "sample_by_rate",

@@ -3,22 +3,39 @@
 Recipe here: the cosine similarity of the CLS embedding (the model's ``pooler_output``: the final LayerNorm's
 CLS token) of the reference image and of each sampled frame, averaged over the frames. Images are
 preprocessed as DINOv2's ``BitImageProcessor`` does (shorter side 256, centre crop 224, ImageNet mean and std).
-HunyuanCustom §5.1 segments the human subject in both images first; adrender has no segmenter, so its number
-compares whole frames with the whole reference image (``region="full-frame"``), or the subject's box when the
-caller crops one. Its scale is therefore not the paper's (0.593 for HunyuanCustom).
+HunyuanCustom §5.1 segments the human subject in both images first; adrender has no segmenter and uses boxes:
+
+- a human subject (a face in the reference image): the head-and-shoulders box of the largest face
+  (:func:`head_and_shoulders`) in the reference and in each frame with a face;
+- a product or other subject (no face): the reference's foreground box (:func:`foreground_box`: its non-white
+  pixels, product shots being white-backed) against the whole frame.
+
+Boxes keep background that a segmentation mask removes, so the numbers are not on the paper's scale (0.593 for
+HunyuanCustom); compare them within this recipe.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model_core.qc.frames import IMAGENET_MEAN, IMAGENET_STD, preprocess
 
-__all__ = ["DinoScorer", "dino_similarity"]
+__all__ = [
+    "DinoScorer",
+    "crop_box",
+    "crop_embeddings",
+    "dino_similarity",
+    "foreground_box",
+    "head_and_shoulders",
+]
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1 / y1 exclusive
 
 CROP = 224  # BitImageProcessor crop_size of the released DINOv2 models
 RESIZE = 256  # its shortest_edge
@@ -65,6 +82,53 @@ class DinoScorer:
             x = self.pixel_values(pixels[start : start + self.batch_size]).to(param.device, param.dtype)
             out.append(self.model(pixel_values=x).pooler_output.float())
         return F.normalize(torch.cat(out), dim=-1)
+
+
+def head_and_shoulders(face: tuple[float, float, float, float], height: int, width: int) -> Box:
+    """The head-and-shoulders box of a face box ``x1, y1, x2, y2`` in an image of ``height x width``: three face
+    widths wide, from half a face height above the face to one and a half below it (hair to shoulders), clipped."""
+    x1, y1, x2, y2 = face
+    w, h, cx = x2 - x1, y2 - y1, (x1 + x2) / 2
+    box = (round(cx - 1.5 * w), round(y1 - 0.5 * h), round(cx + 1.5 * w), round(y2 + 1.5 * h))
+    return _clip(box, height, width)
+
+
+def foreground_box(image: np.ndarray, white: int = 245) -> Box:
+    """The box of the pixels of an RGB uint8 image ``H x W x 3`` that are not white (any channel below ``white``);
+    the whole image when every pixel is white."""
+    h, w = image.shape[:2]
+    mask = np.any(image < white, axis=-1)
+    rows, cols = np.flatnonzero(np.any(mask, axis=1)), np.flatnonzero(np.any(mask, axis=0))
+    if rows.size == 0:
+        return (0, 0, w, h)
+    return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+def _clip(box: Box, height: int, width: int) -> Box:
+    x0, y0, x1, y1 = box
+    x0, y0 = min(max(0, x0), width - 1), min(max(0, y0), height - 1)
+    return (x0, y0, max(x0 + 1, min(width, x1)), max(y0 + 1, min(height, y1)))
+
+
+def crop_box(pixels: torch.Tensor, box: Box) -> torch.Tensor:
+    """``pixels [3, H, W]`` cut to ``box``."""
+    x0, y0, x1, y1 = box
+    return pixels[:, y0:y1, x0:x1]
+
+
+def crop_embeddings(scorer: DinoScorer, crops: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Unit-norm embeddings ``[N, D]`` of crops ``[3, h, w]`` of different sizes (each resized and centre-cropped
+    on its own, then run in batches)."""
+    if not crops:
+        raise ValueError("no crops to embed")
+    param = next(scorer.model.parameters())
+    inputs = torch.cat([scorer.pixel_values(c[None].float()) for c in crops])
+    out = []
+    with torch.no_grad():
+        for start in range(0, inputs.shape[0], scorer.batch_size):
+            x = inputs[start : start + scorer.batch_size].to(param.device, param.dtype)
+            out.append(scorer.model(pixel_values=x).pooler_output.float())
+    return F.normalize(torch.cat(out), dim=-1)
 
 
 def dino_similarity(reference: torch.Tensor, frames: torch.Tensor) -> float:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ARCFACE_TEMPLATE",
     "align_face",
+    "face_embeddings",
     "similarity_transform",
     "video_face_sim",
     "warp_affine",
@@ -110,6 +111,28 @@ def _pixels(frame: np.ndarray | torch.Tensor) -> torch.Tensor:
     return frame
 
 
+def face_embeddings(
+    embedder: IResNet,
+    frames: Sequence[np.ndarray | torch.Tensor],
+    faces: Sequence[FaceBox | None],
+    *,
+    batch_size: int = 32,
+) -> list[torch.Tensor | None]:
+    """Unit-norm ArcFace embeddings of each frame's face (aligned to its landmarks), ``batch_size`` crops per
+    forward; None where a frame has no face."""
+    size = embedder.config.input_size
+    crops = [
+        align_face(_pixels(f).float() / 255.0, face.landmarks, size)
+        for f, face in zip(frames, faces, strict=True)
+        if face is not None
+    ]
+    embeddings: list[torch.Tensor] = []
+    for start in range(0, len(crops), batch_size):
+        embeddings.extend(embedder.embed(torch.stack(crops[start : start + batch_size])))
+    found = iter(embeddings)
+    return [None if face is None else next(found) for face in faces]
+
+
 def video_face_sim(
     detector: FaceDetector,
     embedder: IResNet,
@@ -121,23 +144,13 @@ def video_face_sim(
     """Face-Sim of ``frames`` against the largest face of ``reference`` (RGB uint8 images).
 
     Returns the score (None when the reference has no face), the reference face, and the largest face of each
-    frame (None where there is none). Aligned crops are embedded ``batch_size`` at a time.
+    frame (None where there is none).
     """
-    ref_pixels = _pixels(reference)
-    ref_face = detector.largest(ref_pixels)
+    ref_face = detector.largest(_pixels(reference))
     faces = [detector.largest(_pixels(f)) for f in frames]
     if ref_face is None:
         return None, None, faces
-    size = embedder.config.input_size
-    ref_emb = embedder.embed(align_face(ref_pixels.float() / 255.0, ref_face.landmarks, size)[None])[0]
-    crops = [
-        align_face(_pixels(f).float() / 255.0, face.landmarks, size)
-        for f, face in zip(frames, faces)
-        if face is not None
-    ]
-    embeddings: list[torch.Tensor] = []
-    for start in range(0, len(crops), batch_size):
-        embeddings.extend(embedder.embed(torch.stack(crops[start : start + batch_size])))
-    found = iter(embeddings)
-    per_frame = [None if face is None else next(found) for face in faces]
+    (ref_emb,) = face_embeddings(embedder, [reference], [ref_face])
+    assert ref_emb is not None
+    per_frame = face_embeddings(embedder, frames, faces, batch_size=batch_size)
     return face_similarity(ref_emb, per_frame), ref_face, faces

@@ -20,7 +20,9 @@ import torch
 from components.report import encode_png, render_html
 from components.runtime.media import read_video_frames
 from components.runtime.step import StepContext
-from model_core.qc import ClipScorer, as_batch, clip_text_score, consistency
+from model_core.io.ffmpeg_decode import read_image
+from model_core.qc import ClipScorer, IResNet, as_batch, clip_text_score, consistency, video_face_sim
+from model_core.vision.face_detect import load_face_detector
 from pipelines.local import RenderOptions, render
 from tests.campaigns import ALL_MODES, write_campaign
 
@@ -68,7 +70,10 @@ def test_every_unit_is_scored_judged_and_published_with_its_qc(rendered: Path) -
         attempts = qc["attempts"]  # a seed-fixable failure is re-rendered: 1 + max_rerenders (2) attempts
         assert len(attempts) == (3 if qc["rerender"] else 1) and {a["verdict"] for a in attempts} == {"fail"}
         assert attempts[-1]["seed"] == prov["seed"] and attempts[-1]["failed"] == qc["failed"]
-        assert set(qc["models"]) == {"clip", "dino", "arcface"}
+        assert set(qc["models"]) == {"clip", "dino", "arcface", "face_detector"}
+        pinned = {role: f"{m['name']}/{m['version']}" for role, m in prov["models"].items()}
+        # the versions plan pinned
+        assert {role: pinned[f"qc_{role}"] for role in qc["models"]} == qc["models"]
         doc = json.loads((store / qc["key"]).read_text())
         assert doc["profile"] == "web-r128" and doc["thumbnails"]["first"]
         checks = {c["name"]: c for c in doc["checks"]}
@@ -83,11 +88,11 @@ def test_every_unit_is_scored_judged_and_published_with_its_qc(rendered: Path) -
         assert checks["video.size"]["measured"] == "64x64" and checks["video.frames"]["status"] == "pass"
         sound = checks["audio.present"]["status"] != "n/a"
         assert sound == ("loudness.integrated" in checks) == (doc["loudness_curve"] is not None)
-        assert (
-            checks["model.face_sim"]["status"] == "n/a"
-            and "face detector" in checks["model.face_sim"]["detail"]
-        )
-        assert doc["metrics"]["dino_sim"]["region"] == "full-frame"
+        # the tiny detector finds a face in every picture: Face-Sim runs, reported without an identity threshold
+        face = checks["model.face_sim"]
+        assert face["status"] == "info" and face["detail"] == "0 of 5 frames without a face"
+        assert doc["metrics"]["face_sim"]["frames_without_face"] == 0 and -1 <= doc["scores"]["face_sim"] <= 1
+        assert doc["metrics"]["dino_sim"]["region"] == "head-and-shoulders"
     voice = json.loads(
         (store / "deliverables/test-campaign/man-voiceover/man-voiceover-v00.json").read_text()
     )
@@ -105,16 +110,22 @@ def test_scores_match_a_recomputation_from_the_published_video(rendered: Path, t
     doc = json.loads((store / prov["qc"]["key"]).read_text())
     registry = tiny_registry.registry(rendered / "model-cache")  # type: ignore[attr-defined]
     clip = ClipScorer.from_pretrained(registry.fetch(registry.resolve("clip-vit-base-patch32@production")))
-    frames = as_batch(
-        np.stack(list(read_video_frames(_deliverable(store, "woman-intro", "woman-intro-v00"))))
-    )
+    raw = np.stack(list(read_video_frames(_deliverable(store, "woman-intro", "woman-intro-v00"))))
+    frames = as_batch(raw)
     with torch.no_grad():
         emb = clip.image_embeddings(frames)
         text = clip.text_embeddings([doc["prompt"]])[0]
     assert doc["scores"]["clip_text"] == pytest.approx(clip_text_score(emb, text), abs=1e-5)
     assert doc["scores"]["temporal_consistency"] == pytest.approx(consistency(emb), abs=1e-5)
     assert doc["scores"]["dynamic_degree"] in (0.0, 1.0) and 0.0 < doc["scores"]["dino_sim"] <= 1.0
-    assert doc["scores"]["face_sim"] is None
+    # Face-Sim with the pinned detector and ArcFace, recomputed from the published video and the subject image
+    models = json.loads((store / prov["qc"]["key"]).read_text())["models"]
+    detector = load_face_detector(registry.fetch(registry.resolve(models["face_detector"])))
+    arcface = IResNet.from_pretrained(registry.fetch(registry.resolve(models["arcface"])))
+    reference = read_image(rendered / "assets/woman.png")
+    face_sim, ref_face, faces = video_face_sim(detector, arcface, reference, list(raw))
+    assert face_sim is not None and ref_face is not None and all(f is not None for f in faces)
+    assert doc["scores"]["face_sim"] == pytest.approx(face_sim.score, abs=1e-5)
 
 
 def test_report_is_written_beside_the_index_with_failed_units_first(rendered: Path) -> None:
