@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from model_core.qc import ClipScorer, DinoScorer, as_batch, clip_text_score, consistency, dino_similarity
+from model_core.qc import (
+    ClipScorer,
+    DinoScorer,
+    as_batch,
+    clip_text_score,
+    consistency,
+    crop_box,
+    crop_embeddings,
+    dino_similarity,
+    foreground_box,
+    head_and_shoulders,
+)
 from model_core.qc.frames import CLIP_MEAN, CLIP_STD, preprocess
 from model_core.tiny_models import write_tiny_model
 
@@ -106,3 +117,30 @@ def test_dino_similarity(dino: DinoScorer) -> None:
 def test_scorers_load_from_disk_only(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         ClipScorer.from_pretrained(tmp_path / "missing")
+
+
+def test_head_and_shoulders_box() -> None:
+    # a 20 x 30 face at (40, 50): three face widths wide, half a face height above, one and a half below
+    assert head_and_shoulders((40, 50, 60, 80), 400, 400) == (20, 35, 80, 125)
+    assert head_and_shoulders((0, 5, 20, 35), 60, 50) == (0, 0, 40, 60)  # clipped to the image
+
+
+def test_foreground_box_of_a_white_backed_product() -> None:
+    img = np.full((60, 80, 3), 255, np.uint8)
+    img[10:30, 25:41] = (20, 200, 40)
+    img[29, 40] = (250, 250, 240)  # one channel under the white level is foreground
+    assert foreground_box(img) == (25, 10, 41, 30)
+    assert foreground_box(np.full((8, 9, 3), 255, np.uint8)) == (0, 0, 9, 8)  # all white: the whole image
+
+
+def test_crop_embeddings_embed_each_crop_on_its_own(dino: DinoScorer) -> None:
+    rng = np.random.default_rng(3)
+    crops = [
+        torch.from_numpy(rng.uniform(0, 1, (3, h, w))).float() for h, w in ((40, 30), (64, 64), (20, 90))
+    ]
+    got = crop_embeddings(dino, crops)
+    expected = torch.cat([dino.embeddings(c[None]) for c in crops])
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
+    box = (5, 2, 25, 30)
+    assert crop_box(crops[0], box).shape == (3, 28, 20)
+    assert torch.equal(crop_box(crops[0], box), crops[0][:, 2:30, 5:25])
