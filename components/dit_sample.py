@@ -76,6 +76,8 @@ def conditioning(ctx: StepContext, unit: UnitPlan, text: StepManifest, cond: Ste
     c: dict[str, torch.Tensor] = get_tensors(ctx.store, ref.key)[0] if ref is not None else {}
     audio = c.get("audio_states")
     video = c.get("video_cond")
+    if unit.mode == "avatar":
+        return _avatar_conditioning(unit, t, c)
     positive = BranchInputs(
         t["cond_states"], t["cond_mask"], t["cond_pooled"], c.get("ref_latents"), audio, video
     )
@@ -103,6 +105,48 @@ def conditioning(ctx: StepContext, unit: UnitPlan, text: StepManifest, cond: Ste
         cond_blank_identity=blank,
         audio_strength=unit.audio_strength,
     )
+
+
+# the motion inputs HunyuanVideo-Avatar infers with (hymm_sp/data_kits/audio_dataset.py): expression 30, head pose 25
+AVATAR_MOTION_EXP = 30.0
+AVATAR_MOTION_POSE = 25.0
+
+
+def _avatar_conditioning(unit: UnitPlan, t: Mapping[str, Any], c: Mapping[str, Any]) -> Conditioning:
+    """Avatar's branches: the prompt with the voice; the negative prompt with zero audio and the same reference
+    and face mask (the sampler builds the second phase's negative branch from the positive one)."""
+    import dataclasses
+
+    import torch
+
+    from model_core.sampling import BranchInputs, Conditioning
+
+    missing = [k for k in ("ref_latents", "face_mask", "audio_states") if k not in c]
+    if missing:
+        raise ValueError(
+            f"{unit.unit_id}: the vae_encode artifact lacks {', '.join(missing)}; it was not written for an "
+            "Avatar unit: rerun vae_encode"
+        )
+    extras = {
+        "ref_latents": c["ref_latents"],
+        "face_mask": c["face_mask"],
+        "motion_exp": torch.full((1, 4), AVATAR_MOTION_EXP),
+        "motion_pose": torch.full((1, 4), AVATAR_MOTION_POSE),
+        "fps": torch.full((1,), float(unit.fps)),
+    }
+    positive = BranchInputs(
+        t["cond_states"], t["cond_mask"], t["cond_pooled"], audio_states=c["audio_states"], **extras
+    )
+    negative = None
+    if "uncond_states" in t:
+        negative = dataclasses.replace(
+            positive,
+            text_states=t["uncond_states"],
+            text_mask=t["uncond_mask"],
+            text_pooled=t["uncond_pooled"],
+            audio_states=torch.zeros_like(c["audio_states"]),
+        )
+    return Conditioning(latent_size=unit.latent_size, cond=positive, uncond=negative)
 
 
 def _latest_checkpoint(ctx: StepContext, folder: str) -> tuple[StepCheckpoint | None, str | None]:

@@ -2,7 +2,9 @@
 
 The VAE decodes with the release's tile arithmetic. Under torchrun the tiles are split across the ranks and
 assembled on rank 0, which streams the frames to ffmpeg and stores ``video.mp4`` (silent; foley adds sound
-later). ``python -m components.tiled_decode --shard KEY --input latents=KEY``.
+later). Avatar samples whole windows (33 latent frames per 129 video frames), so its decoded video is cut to the
+unit's frames, as the release cuts it to the voice. ``python -m components.tiled_decode --shard KEY --input
+latents=KEY``.
 """
 
 from __future__ import annotations
@@ -66,7 +68,12 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
                 telemetry.unit_done("failed")
                 continue
             t0 = time.perf_counter()
-            payload = {"latents": src.artifacts["latents"].sha256, "fps": unit.fps, "vae": unit.models["vae"]}
+            payload = {
+                "latents": src.artifacts["latents"].sha256,
+                "fps": unit.fps,
+                "vae": unit.models["vae"],
+                "frames": unit.frames,
+            }
             key = content_key(shard.prefix, shard.campaign_id, unit.unit_id, STEP, payload, OUTPUT)
             found = _agree(group, existing_artifacts(ctx.store, {"video": key}) if rank == 0 else None)
             if found is not None:
@@ -81,6 +88,11 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
                 if rank == 0:
                     assert pixels is not None
                     path = ctx.scratch("decode") / f"{unit.unit_id}-{os.getpid()}.mp4"
+                    if pixels.shape[2] < unit.frames:
+                        raise ValueError(
+                            f"the latents decode to {pixels.shape[2]} frames, fewer than the unit's {unit.frames}"
+                        )
+                    pixels = pixels[:, :, : unit.frames]  # Avatar: whole windows, cut to the voice's frames
                     frames = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
                     with VideoWriter(path, fps=unit.fps) as writer:
                         for f in range(frames.shape[1]):

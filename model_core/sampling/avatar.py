@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -34,6 +35,7 @@ from model_core.sampling.windows import (
     avatar_windows,
     window_audio_indices,
 )
+from model_core.vision.image import resize_bilinear
 
 __all__ = [
     "AVATAR_FACE_AREA",
@@ -46,7 +48,9 @@ __all__ = [
     "avatar_face_mask",
     "avatar_latent_frames",
     "avatar_phase",
+    "avatar_reference_pixels",
     "avatar_windows",
+    "cover_crop",
     "pad_avatar_audio",
     "window_audio_indices",
 ]
@@ -139,3 +143,20 @@ def avatar_face_mask(
         mask[int(top) : int(bottom), int(left) : int(right)] = 1.0
     resized = F.interpolate(mask[None, None], size=latent_size, mode="bilinear")
     return resized.unsqueeze(2)  # [1, 1, 1, h, w]
+
+
+def cover_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """RGB uint8 `image` scaled (bilinear) to cover height x width, keeping its aspect, and centre-cropped."""
+    h, w = image.shape[:2]
+    scale = max(height / h, width / w)
+    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    resized = resize_bilinear(image, new_h, new_w)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return resized[top : top + height, left : left + width]
+
+
+def avatar_reference_pixels(image: np.ndarray, frames: int = 4 * (AVATAR_WINDOW - 1) + 1) -> Tensor:
+    """The presenter image (RGB uint8, already at the video size) repeated over `frames` video frames (one window,
+    129) as the VAE input `[1, 3, F, H, W]` in [-1, 1]: encoded, it is the `ref_latents` of every window."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+    return pixels[None, :, None].expand(1, 3, frames, *pixels.shape[1:]).contiguous()
