@@ -92,9 +92,12 @@ class PlanInputs:
 def estimate_gpu_seconds(unit: UnitPlan) -> float:
     """H100-seconds of sampling for the production 13B DiT, scaled from the published reference."""
     t, h, w = unit.latent_size
+    windows = 1
+    if unit.mode == "avatar":  # windows of 33 latent frames, each with the reference frame in front
+        windows, t = -(-t // 33), 33 + 1
     tokens = t * (h // 2) * (w // 2)
     ratio = tokens / _REF_TOKENS
-    forward = _REF_FORWARD_S * (_ATTN_SHARE * ratio * ratio + (1 - _ATTN_SHARE) * ratio)
+    forward = windows * _REF_FORWARD_S * (_ATTN_SHARE * ratio * ratio + (1 - _ATTN_SHARE) * ratio)
     steps = int(unit.sampling["num_steps"])
     branches = 1 if float(unit.sampling["cfg_scale"]) <= 1.0 else 2
     if float(unit.sampling.get("ip_cfg_scale") or 0.0) > 0:
