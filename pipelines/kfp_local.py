@@ -18,6 +18,15 @@ from pipelines.render_campaign import PipelineOptions, build_pipeline
 __all__ = ["run_local"]
 
 
+def _qc_rounds(campaign_uri: str) -> int:
+    from components.runtime.spec import load_campaign
+
+    if "://" in campaign_uri and not campaign_uri.startswith("file://"):
+        return PipelineOptions().qc_rounds
+    path = campaign_uri.removeprefix("file://")
+    return load_campaign(Path(path)).qc.max_rerenders
+
+
 def run_local(
     campaign_uri: str,
     pipeline_root: Path,
@@ -28,11 +37,16 @@ def run_local(
     """Run the pipeline for one campaign with ``kfp.local``; raises when a task fails after its retries.
 
     ``arguments``: pipeline parameters besides ``campaign_uri`` (e.g. ``{"checkpoint_every": 1}``). GPU counts
-    default to 1 here: they are the torchrun process counts of sampling and decode.
+    default to 1 here: they are the torchrun process counts of sampling and decode. Without ``options``, the QC
+    gate is unrolled over as many rounds as a local campaign file allows re-renders (fewer tasks to run here).
     """
     from kfp import local  # type: ignore[import-untyped]
 
-    opts = dataclasses.replace(options or PipelineOptions(), volume_paths=False, sampler_metrics_port=None)
+    opts = dataclasses.replace(
+        options or PipelineOptions(qc_rounds=_qc_rounds(campaign_uri)),
+        volume_paths=False,
+        sampler_metrics_port=None,
+    )
     local.init(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True
     )

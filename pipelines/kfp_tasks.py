@@ -28,13 +28,18 @@ from components.runtime.manifest import PlanManifest, ShardManifest, StepManifes
 from components.runtime.store import ObjectStore, open_store
 
 __all__ = [
+    "GateRoundsExhausted",
     "ShardReport",
     "StepFailed",
     "campaign_index",
     "plan_campaign",
+    "publish_shard",
+    "qc_gate",
+    "qc_gate_result",
     "report_outcome",
     "run_step",
     "run_trainjob_step",
+    "shard_qc_report",
     "shard_report",
     "step_command",
 ]
@@ -119,6 +124,90 @@ def run_trainjob_step(
     )  # fmt: skip
 
 
+# the QC re-render gate, unrolled over KFP tasks -----------------------------------------------------------------
+#
+# ``components.qc_metrics.rerender_gate`` runs the attempts through a callback. A KFP DAG is fixed when compiled,
+# so the pipeline unrolls a bounded number of rounds, each a gate task and, under ``dsl.If``, the stages on the
+# units to re-render. Every gate task replays ``rerender_gate`` from the start with the attempts already run
+# (their stage manifest keys, ``runs``): the gate is deterministic (re-render shards and seeds derive from the
+# shard key and the attempt number), so the replay asks for the same attempts, and the first attempt it has no
+# keys for is the one this round runs.
+
+
+class GateRoundsExhausted(RuntimeError):
+    """The campaign allows more re-renders than the pipeline was compiled with."""
+
+
+class _Attempt(Exception):
+    def __init__(self, shard_key: str) -> None:
+        super().__init__(shard_key)
+        self.shard_key = shard_key
+
+
+def _replay(
+    shard: str, first: Mapping[str, str], runs: Sequence[Mapping[str, str]]
+) -> tuple[str, dict[str, str]]:
+    from components.qc_metrics import rerender_gate
+    from components.runtime.step import StepContext
+
+    done = iter(runs)
+
+    def run_attempt(retry_shard: str) -> Mapping[str, str]:
+        keys = next(done, None)
+        if keys is None:
+            raise _Attempt(retry_shard)
+        return keys
+
+    return rerender_gate(StepContext.from_env(), shard, first, run_attempt)
+
+
+def qc_gate(
+    shard: str, first: Mapping[str, str], runs: Sequence[Mapping[str, str]], *, store: str = ""
+) -> str:
+    """The shard of the units the next re-render round runs, or "" when no unit needs one (or the campaign's
+    ``qc.max_rerenders`` is spent). ``first``: stage -> manifest key of the first attempt; ``runs``: those of
+    the re-render rounds run so far."""
+    _use_store(store)
+    try:
+        _replay(shard, first, runs)
+    except _Attempt as attempt:
+        return attempt.shard_key
+    return ""
+
+
+def qc_gate_result(
+    shard: str, first: Mapping[str, str], runs: Sequence[Mapping[str, str]], *, store: str = ""
+) -> tuple[str, dict[str, str]]:
+    """After the last round: the shard and the stage manifests publish reads (each unit's last attempt), as the
+    local runner's gate returns them."""
+    _use_store(store)
+    try:
+        return _replay(shard, first, runs)
+    except _Attempt as attempt:
+        raise GateRoundsExhausted(
+            f"the campaign asks for more than the {len(runs)} re-render round(s) this pipeline was compiled with "
+            f"(next: {attempt.shard_key}); compile with `adrender compile --qc-rounds N` (N >= the campaign's "
+            "qc.max_rerenders) or lower qc.max_rerenders"
+        ) from None
+
+
+def shard_qc_report(store: ObjectStore, campaign: str, qc_key: str) -> tuple[str, str]:
+    """The QC report (HTML) and summary (Markdown) of one shard, from its ``qc_metrics`` manifest: every unit's
+    QC document, with every attempt where the gate re-rendered it."""
+    from components.report import render_html, render_markdown
+
+    manifest = read_manifest(store, qc_key, StepManifest)
+    docs: list[dict[str, Any]] = []
+    for unit_id, out in sorted(manifest.units.items()):
+        if "qc" not in out.artifacts:
+            continue
+        doc = json.loads(store.get_bytes(out.artifacts["qc"].key))
+        if "attempts" in out.details:
+            doc["attempts"] = out.details["attempts"]
+        docs.append(doc)
+    return render_html(campaign, docs), render_markdown(campaign, docs)
+
+
 def plan_campaign(
     campaign_uri: str,
     *,
@@ -165,6 +254,26 @@ def plan_campaign(
 class ShardReport:
     markdown: str
     metrics: dict[str, float]
+    qc_html: str = ""
+
+
+def publish_shard(
+    shard: str, stage_keys: Mapping[str, str], *, store: str = "", gpus: int, decode_gpus: int
+) -> tuple[str, ShardReport]:
+    """Publish one shard from its stage manifests (``stage_keys``: stage -> key, after the QC gate); returns the
+    publish manifest's key and what the KFP UI shows: the summary (with the QC table), metrics, the QC report."""
+    from pipelines.dag import STAGES
+
+    _use_store(store)
+    (stage,) = [s for s in STAGES if s.name == "publish"]
+    key = run_step("publish", shard, {name: stage_keys[up] for name, up in stage.inputs.items()}, store=store)
+    store_ = open_store()
+    report = shard_report(store_, shard, {**stage_keys, "publish": key}, gpus=gpus, decode_gpus=decode_gpus)
+    if "qc_metrics" not in stage_keys:
+        return key, report
+    campaign = read_manifest(store_, shard, ShardManifest).campaign_id
+    html, markdown = shard_qc_report(store_, campaign, stage_keys["qc_metrics"])
+    return key, ShardReport(report.markdown + "\n" + markdown, report.metrics, html)
 
 
 def shard_report(
@@ -264,6 +373,26 @@ def campaign_index(
     return store_.uri(key), metadata
 
 
+def campaign_id(campaign_uri: str) -> str:
+    """The campaign's own ``id`` (what the steps label their metrics with), read from its file; the file's name
+    when the file cannot be read (the run may have failed on exactly that)."""
+    from components.runtime.assets import localize
+    from components.runtime.settings import RuntimeSettings
+    from components.runtime.spec import load_campaign
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="adrender-outcome-") as tmp:
+            settings = RuntimeSettings.from_env()
+            path = (
+                localize(campaign_uri, settings, Path(tmp)) if "://" in campaign_uri else Path(campaign_uri)
+            )
+            return load_campaign(path).id
+    except Exception as exc:  # noqa: BLE001 - any unreadable campaign falls back to its file name
+        fallback = campaign_uri.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "campaign"
+        log.warning("cannot read the campaign %s (%s); reporting it as %r", campaign_uri, exc, fallback)
+        return fallback
+
+
 def report_outcome(
     *,
     state: str,
@@ -277,6 +406,7 @@ def report_outcome(
     final metrics, and posted as JSON to ``webhook_url`` when one is given. Never raises: a notification that
     fails must not fail a finished render; what went wrong is logged."""
     outcome: dict[str, Any] = {
+        "campaign": campaign_id(campaign_uri),
         "campaign_uri": campaign_uri,
         "run": run_name,
         "state": state,
@@ -300,9 +430,11 @@ def report_outcome(
                 registry=registry,
             )
             finished.set_to_current_time()
-            campaign = campaign_uri.rsplit("/", 1)[-1].rsplit(".", 1)[0] or "campaign"
             push_to_gateway(
-                gateway, job="adrender-campaign", grouping_key={"campaign": campaign}, registry=registry
+                gateway,
+                job="adrender-campaign",
+                grouping_key={"campaign": outcome["campaign"]},
+                registry=registry,
             )
             outcome["pushed"] = True
         except Exception as exc:  # noqa: BLE001 - the render is done; the notification is best effort

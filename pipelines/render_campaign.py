@@ -93,6 +93,8 @@ class PipelineOptions:
     mlflow_secret: str = MLFLOW_SECRET
     sampling_nodes: int = 1
     sampler_metrics_port: int | None = 9400
+    # re-render rounds of the QC gate unrolled in the DAG: the most any campaign's qc.max_rerenders allows
+    qc_rounds: int = field(default_factory=lambda: _max_rerenders())
     shm_size: str = "64Gi"
     accelerator: str = "nvidia.com/gpu"
     # ADRENDER_WORK_DIR / ADRENDER_MODEL_CACHE point at the pod's volumes; off for kfp.local, which has none
@@ -109,6 +111,7 @@ class PipelineOptions:
             "qc_metrics": Resources("8", "32Gi", 3600),  # CLIP-B/32, DINOv2-base, ArcFace on sampled frames
             "publish": Resources("2", "4Gi", 3600),
             "index": Resources("1", "2Gi", 1800),
+            "qc_gate": Resources("500m", "1Gi", 900),
             "notify": Resources("500m", "512Mi", 600),
         }
     )
@@ -122,6 +125,17 @@ class PipelineOptions:
             )
         if self.parallelism < 1:
             raise ValueError(f"parallelism must be >= 1; got {self.parallelism}")
+        if not 0 <= self.qc_rounds <= _max_rerenders():
+            raise ValueError(
+                f"qc_rounds must be in 0-{_max_rerenders()} (qc.max_rerenders); got {self.qc_rounds}"
+            )
+
+
+def _max_rerenders() -> int:
+    """The largest ``qc.max_rerenders`` a campaign may ask for (the campaign schema's bound)."""
+    from components.runtime.spec import QCProfile
+
+    return next(int(m.le) for m in QCProfile.model_fields["max_rerenders"].metadata if hasattr(m, "le"))
 
 
 # components: each body imports one function of pipelines.kfp_tasks (imports inside: the body runs alone)
@@ -202,26 +216,49 @@ def _make_components(image: str) -> dict[str, Any]:
             task_config=dataclasses.asdict(task_config) if task_config is not None else {},
         )  # fmt: skip
 
+    def qc_gate(shard: str, first: dict, runs: list, store: str) -> str:  # type: ignore[type-arg]
+        """The shard of the units that failed QC and get another seed this round ("" = none)."""
+        from pipelines.kfp_tasks import qc_gate as gate
+
+        return gate(shard, first, runs, store=store)
+
+    def qc_attempt(runs: list, keys: dict) -> list:  # type: ignore[type-arg]
+        """The rounds run so far, this one's stage manifests added."""
+        return [*runs, keys]
+
+    def qc_keep(runs: list) -> list:  # type: ignore[type-arg]
+        """The rounds run so far, when this round had nothing to re-render."""
+        return runs
+
+    def qc_result(
+        shard: str,
+        first: dict,  # type: ignore[type-arg]
+        runs: list,  # type: ignore[type-arg]
+        store: str,
+    ) -> NamedTuple("Gate", [("shard", str), ("keys", dict)]):  # type: ignore[valid-type]
+        """The shard and stage manifests publish reads: each unit's last attempt."""
+        from pipelines.kfp_tasks import qc_gate_result
+
+        return qc_gate_result(shard, first, runs, store=store)
+
     def publish(
         shard: str,
-        inputs: dict,  # type: ignore[type-arg]
+        stage_keys: dict,  # type: ignore[type-arg]
         store: str,
         gpus: int,
         decode_gpus: int,
         summary: dsl.Output[dsl.Markdown],
         metrics: dsl.Output[dsl.Metrics],
+        qc_report: dsl.Output[dsl.HTML],
     ) -> str:
-        """Publish the shard's deliverables and provenance; its summary and metrics for the UI."""
+        """Publish the shard's deliverables and provenance; its summary, metrics and QC report for the UI."""
         from pathlib import Path
 
-        from components.runtime.store import open_store
-        from pipelines.kfp_tasks import run_step, shard_report
+        from pipelines.kfp_tasks import publish_shard
 
-        key = run_step("publish", shard, inputs, store=store)
-        report = shard_report(
-            open_store(), shard, {**inputs, "publish": key}, gpus=gpus, decode_gpus=decode_gpus
-        )
+        key, report = publish_shard(shard, stage_keys, store=store, gpus=gpus, decode_gpus=decode_gpus)
         Path(summary.path).write_text(report.markdown)
+        Path(qc_report.path).write_text(report.qc_html)
         for name, value in report.metrics.items():
             metrics.log_metric(name, value)
         return key
@@ -255,7 +292,21 @@ def _make_components(image: str) -> dict[str, Any]:
             )
         )
 
-    made = {f.__name__: component(f) for f in (plan, render_step, distributed_step, publish, index, notify)}
+    made = {
+        f.__name__: component(f)
+        for f in (
+            plan,
+            render_step,
+            distributed_step,
+            qc_gate,
+            qc_attempt,
+            qc_keep,
+            qc_result,
+            publish,
+            index,
+            notify,
+        )
+    }
     made["trainjob_step"] = component(trainjob_step, task_config_passthroughs=TRAINJOB_PASSTHROUGHS)
     return made
 
@@ -351,16 +402,12 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
             ).set_display_name("plan")
             _common(plan, "plan", options, cache_mount=True)
             with dsl.ParallelFor(plan.outputs["Output"], parallelism=options.parallelism) as shard:
-                tasks: dict[str, Any] = {}
-                for stage in STAGES:
-                    tasks[stage.name] = _stage_task(
-                        c, stage, shard, tasks, store, options,
-                        gpus=gpus_per_sampling_pod, decode_gpus=decode_gpus,
-                        node_selector=node_selector, tolerations=tolerations,
-                    )  # fmt: skip
+                place = {"gpus": gpus_per_sampling_pod, "decode_gpus": decode_gpus,
+                         "node_selector": node_selector, "tolerations": tolerations}  # fmt: skip
+                published = _shard_tasks(c, shard, store, options, place)
             index = c["index"](
                 plan_manifest=plan.outputs["plan_manifest"],
-                publish_keys=dsl.Collected(tasks["publish"].outputs["Output"]),
+                publish_keys=dsl.Collected(published.outputs["Output"]),
                 store=store,
             ).set_display_name("campaign index")
             _common(index, "index", options)
@@ -368,11 +415,67 @@ def build_pipeline(options: PipelineOptions | None = None) -> Any:
     return render_campaign
 
 
+def _shard_tasks(
+    c: dict[str, Any], shard: Any, store: Any, options: PipelineOptions, place: dict[str, Any]
+) -> Any:
+    """One shard: every stage up to QC, the re-render rounds of the QC gate, publish; returns the publish task.
+
+    Round r: a gate task names the shard of the units to render again (the local runner's gate, replayed over
+    the rounds so far), and under ``dsl.If`` the stages run on it; ``dsl.OneOf`` carries the rounds run so far
+    to the next round, whichever branch ran."""
+    before = tuple(s for s in STAGES if s.name != "publish")
+    tasks = _stages(c, before, shard, store, options, place)
+    first = {name: t.outputs["Output"] for name, t in tasks.items()}
+    final_shard, stage_keys = shard, first
+    if options.qc_rounds > 0:
+        runs: Any = []
+        for r in range(1, options.qc_rounds + 1):
+            gate = c["qc_gate"](shard=shard, first=first, runs=runs, store=store)
+            _common(gate.set_display_name(f"qc gate {r}"), "qc_gate", options)
+            with dsl.If(gate.output != "", name=f"rerender-{r}"):
+                again = _stages(c, before, gate.output, store, options, place, suffix=f" (re-render {r})")
+                keys = {name: t.outputs["Output"] for name, t in again.items()}
+                attempt = c["qc_attempt"](runs=runs, keys=keys).set_display_name(f"qc attempt {r}")
+                _common(attempt, "qc_gate", options)
+            with dsl.Else(name=f"qc-passed-{r}"):
+                keep = c["qc_keep"](runs=runs).set_display_name(f"qc kept {r}")
+                _common(keep, "qc_gate", options)
+            runs = dsl.OneOf(attempt.output, keep.output)
+        result = c["qc_result"](shard=shard, first=first, runs=runs, store=store)
+        _common(result.set_display_name("qc result"), "qc_gate", options)
+        final_shard, stage_keys = result.outputs["shard"], result.outputs["keys"]
+    task = c["publish"](
+        shard=final_shard,
+        stage_keys=stage_keys,
+        store=store,
+        gpus=place["gpus"],
+        decode_gpus=place["decode_gpus"],
+    )
+    return _common(task.set_display_name("publish"), "publish", options)
+
+
+def _stages(
+    c: dict[str, Any],
+    stages: tuple[Stage, ...],
+    shard: Any,
+    store: Any,
+    options: PipelineOptions,
+    place: dict[str, Any],
+    suffix: str = "",
+) -> dict[str, Any]:
+    tasks: dict[str, Any] = {}
+    for stage in stages:
+        inputs = {name: tasks[up].outputs["Output"] for name, up in stage.inputs.items()}
+        task = _stage_task(c, stage, shard, inputs, store, options, **place)
+        tasks[stage.name] = task.set_display_name(stage.name.replace("_", " ") + suffix)
+    return tasks
+
+
 def _stage_task(
     c: dict[str, Any],
     stage: Stage,
     shard: Any,
-    tasks: dict[str, Any],
+    inputs: dict[str, Any],
     store: Any,
     options: PipelineOptions,
     *,
@@ -381,10 +484,6 @@ def _stage_task(
     node_selector: Any,
     tolerations: Any,
 ) -> Any:
-    inputs = {name: tasks[up].outputs["Output"] for name, up in stage.inputs.items()}
-    if stage.name == "publish":
-        task = c["publish"](shard=shard, inputs=inputs, store=store, gpus=gpus, decode_gpus=decode_gpus)
-        return _common(task.set_display_name("publish"), "publish", options)
     if stage.name == "dit_sample" and options.sampling_nodes > 1:
         task = _trainjob_task(c, stage, shard, inputs, store, options, gpus, node_selector, tolerations)
     elif stage.distributed:
@@ -402,7 +501,7 @@ def _stage_task(
         _common(task, stage.name, options, cache_mount=on_gpu)
         if on_gpu:
             _on_gpus(task, 1, node_selector, tolerations, options)
-    return task.set_display_name(stage.name.replace("_", " "))
+    return task
 
 
 def _sampler(task: Any, options: PipelineOptions) -> None:

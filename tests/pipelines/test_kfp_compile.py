@@ -4,6 +4,7 @@ where they are checked."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +83,60 @@ def test_every_stage_runs_its_step_in_the_image_with_caching_off_and_retries(
             assert "def distributed_step" in body and "nproc_per_node=nproc_per_node" in body
             source = "gpus_per_sampling_pod" if stage.name == "dit_sample" else "decode_gpus"
             assert params["nproc_per_node"]["componentInputParameter"].endswith(source)
+        if stage.name == "publish":  # publish reads what the QC gate settled on (test_qc_gate_rounds)
+            continue
         # inputs are the upstream tasks' manifest keys
         wired = params["inputs"]["runtimeValue"]["constant"]
         assert wired == {
             name: f"{{{{$.inputs.parameters['pipelinechannel--{keys[up.replace('_', ' ')]}-Output']}}}}"
             for name, up in stage.inputs.items()
         }
+
+
+def test_qc_gate_rounds(compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """The QC gate unrolled: per round a gate task, the stages up to QC under dsl.If on its output, dsl.OneOf
+    carrying the rounds run so far; publish reads the gate's result."""
+    spec, _ = compiled
+    tasks, keys = _tasks(spec), _task_keys(spec)
+    rounds = PipelineOptions().qc_rounds
+    assert rounds == 5  # the most re-renders a campaign may ask for (qc.max_rerenders <= 5)
+    before = [s.name.replace("_", " ") for s in STAGES if s.name != "publish"]
+    for r in range(1, rounds + 1):
+        assert f"qc gate {r}" in tasks and f"qc attempt {r}" in tasks and f"qc kept {r}" in tasks
+        assert {f"{name} (re-render {r})" for name in before} <= set(tasks)
+        rerender = tasks[f"dit sample (re-render {r})"]
+        assert rerender["inputs"]["parameters"]["shard"]["componentInputParameter"].endswith(
+            f"{keys[f'qc gate {r}']}-Output"
+        )
+    conditions = [
+        t["triggerPolicy"]["condition"]
+        for comp in spec["components"].values()
+        for t in comp.get("dag", {}).get("tasks", {}).values()
+        if t.get("triggerPolicy", {}).get("condition")
+    ]
+    assert len(conditions) == 2 * rounds  # dsl.If and dsl.Else of each round
+    publish = tasks["publish"]["inputs"]["parameters"]
+    assert publish["shard"]["taskOutputParameter"] == {
+        "producerTask": keys["qc result"],
+        "outputParameterKey": "shard",
+    }
+    assert publish["stage_keys"]["taskOutputParameter"]["outputParameterKey"] == "keys"
+    gate_runs = tasks["qc result"]["inputs"]["parameters"]["runs"]
+    assert "oneof" in json.dumps(gate_runs).lower() or "taskOutputParameter" in gate_runs
+
+
+def test_no_gate_rounds_publish_reads_the_first_pass(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    compile_pipeline(PipelineOptions(qc_rounds=0), path)
+    spec, _ = yaml.safe_load_all(path.read_text())
+    tasks, keys = _tasks(spec), _task_keys(spec)
+    assert not any(name.startswith("qc gate") for name in tasks)
+    wired = tasks["publish"]["inputs"]["parameters"]["stage_keys"]["runtimeValue"]["constant"]
+    assert (
+        wired["qc_metrics"] == f"{{{{$.inputs.parameters['pipelinechannel--{keys['qc metrics']}-Output']}}}}"
+    )
+    with pytest.raises(ValueError, match="qc_rounds must be in 0-5"):
+        PipelineOptions(qc_rounds=6)
 
 
 def test_sampling_pod_asks_for_gpus_shm_placement_secrets_and_the_model_cache(

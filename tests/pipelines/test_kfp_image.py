@@ -30,8 +30,9 @@ def _instructions() -> list[tuple[str, str]]:
 def test_dockerfile_pins_its_base_and_runs_as_a_user_with_volumes_for_writable_paths() -> None:
     ins = _instructions()
     froms = [arg for op, arg in ins if op == "FROM"]
-    assert froms[0].startswith("${CUDA_IMAGE}@${CUDA_DIGEST}")  # pinned by digest, which has no default
-    assert ("ARG", "CUDA_DIGEST") in ins
+    assert froms[0].startswith("${CUDA_IMAGE}@${CUDA_DIGEST}")  # pinned by digest
+    (digest,) = [a.split("=", 1)[1] for kind, a in ins if kind == "ARG" and a.startswith("CUDA_DIGEST=")]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
     users = [arg for op, arg in ins if op == "USER"]
     assert users and not users[-1].startswith(("0", "root"))
     volumes = next(arg for op, arg in ins if op == "VOLUME")

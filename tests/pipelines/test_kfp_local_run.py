@@ -122,3 +122,66 @@ def test_kfp_local_run_equals_the_local_runner_through_a_crash_and_a_kill(
     assert unit in summary.read_text() and "| published |" in summary.read_text()
     (deliverables,) = list(root.rglob("deliverables"))
     assert json.loads(deliverables.read_text())["counts"]["published"] == 1
+
+
+def test_kfp_local_rerenders_a_unit_that_fails_qc_once(
+    make_ctx: Callable[..., StepContext],
+    step_env: dict[str, str],
+    demo_media: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The QC gate under KFP (a gate task per round, the stages under ``dsl.If``): a unit whose first render fails
+    QC is rendered again with the gate's next seed, passes, and that render is published, as the local runner
+    publishes it."""
+    from components.qc_metrics import rerender_seed
+    from pipelines.kfp_local import run_local
+
+    job = {**ALL_MODES[0], "foley": False}  # picture only: a failed identity check is one a new seed may fix
+    unit = f"{job['id']}-v00"
+    prov_key = f"deliverables/test-campaign/{job['id']}/{unit}.json"
+    mp4 = f"deliverables/test-campaign/{job['id']}/{unit}.mp4"
+
+    # the local runner, with a threshold no render reaches: the DINO-Sim of the first render and of the re-render
+    reference = make_ctx(tmp_path / "local-store")
+    always = write_campaign(
+        tmp_path / "ref", demo_media, [job], qc={"min_identity_similarity": 0.9999, "max_rerenders": 1}
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        render(reference, RenderOptions(always, progress=False))
+    finally:
+        torch.set_num_threads(threads)
+    attempts = json.loads(reference.store.get_bytes(prov_key))["qc"]["attempts"]
+    first, second = (json.loads(reference.store.get_bytes(a["key"]))["scores"]["dino_sim"] for a in attempts)
+    assert second > first, (
+        f"the re-render's DINO-Sim {second} must beat the first {first} for this test's threshold"
+    )
+
+    # kfp.local with a threshold between the two: the first render fails QC, the re-render passes
+    campaign = write_campaign(
+        tmp_path / "kfp",
+        demo_media,
+        [job],
+        qc={"min_identity_similarity": (first + second) / 2, "max_rerenders": 1},
+    )
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    root = tmp_path / "kfp-root"
+    run_local(str(campaign), root, options=PipelineOptions(backoff="0s", qc_rounds=1))
+    ctx = make_ctx(tmp_path / "store")  # step_env's store
+    prov = json.loads(ctx.store.get_bytes(prov_key))
+    seed = attempts[0]["seed"]
+    assert [(a["seed"], a["verdict"]) for a in prov["qc"]["attempts"]] == [
+        (seed, "fail"),
+        (rerender_seed(seed, 1), "pass"),
+    ]
+    assert prov["qc"]["verdict"] == "pass" and prov["seed"] == rerender_seed(seed, 1)
+    assert ctx.store.get_bytes(mp4) == reference.store.get_bytes(mp4)  # the re-render, bit for bit
+
+    # the KFP UI: the shard's QC report (HTML, both renders listed) and the QC table in its summary
+    (report,) = [p for p in root.rglob("qc_report") if p.is_file()]
+    page = report.read_text()
+    assert page.startswith("<!DOCTYPE html>") and unit in page and str(rerender_seed(seed, 1)) in page
+    summaries = [p.read_text() for p in root.rglob("summary") if p.is_file()]
+    assert any(f"| {unit} | pass |" in s for s in summaries), summaries
