@@ -87,6 +87,7 @@ def _options(args: argparse.Namespace) -> PipelineOptions:
             mlflow_secret=args.mlflow_secret,
             model_cache_pvc=args.model_cache_pvc,
             sampling_nodes=args.sampling_nodes,
+            **({"qc_rounds": args.qc_rounds} if args.qc_rounds is not None else {}),
         )
     except ValueError as exc:
         raise SubmitError(str(exc)) from exc
@@ -132,6 +133,10 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     names.add_argument(
         "--model-cache-pvc", type=_k8s_name, default=MODEL_CACHE_PVC,
         help=f"PersistentVolumeClaim of the checkpoint cache (default {MODEL_CACHE_PVC})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--qc-rounds", type=int, default=None,
+        help="re-render rounds of the QC gate in the DAG (default 5, the most qc.max_rerenders allows)",
     )  # fmt: skip
     parser.add_argument(
         "--sampling-nodes", type=int, default=1,

@@ -220,3 +220,13 @@ def test_compile_command_writes_ir_yaml_or_kubernetes_manifests(tmp_path: Path) 
     ]
     assert ("pipelines.kubeflow.org/v2beta1", "Pipeline", "ads") in kinds
     assert ("pipelines.kubeflow.org/v2beta1", "PipelineVersion", "ads") in kinds
+
+
+def test_compile_refuses_bad_names_and_rounds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "pipeline.yaml"
+    with pytest.raises(SystemExit):
+        main(["compile", "-o", str(out), "--s3-secret", "Bad_Name"])
+    assert "'Bad_Name' is not a Kubernetes object name" in capsys.readouterr().err
+    assert main(["compile", "-o", str(out), "--qc-rounds", "9"]) == 1
+    assert "qc_rounds must be in 0-5" in capsys.readouterr().err
+    assert not out.exists()
