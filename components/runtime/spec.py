@@ -219,6 +219,7 @@ _SAMPLING_FIELDS: Mapping[str, str] = {
     "flow_shift": "shift",
     "cfg_scale": "cfg_scale",
     "embedded_guidance": "embedded_guidance",
+    "skip_uncond_from": "skip_uncond_from",
 }
 
 
@@ -819,6 +820,8 @@ class Job(_Strict):
     cfg_scale: CfgScale
     embedded_guidance: Guidance | None
     flow_shift: FlowShift
+    # speed lever, off by default: from this step on only the conditional branch runs (docs/FIDELITY.md)
+    skip_uncond_from: Annotated[int, Field(ge=0, le=200)] | None = None
     variants: Variants
     seeds: Annotated[
         list[Annotated[int, Field(ge=0, le=SEED_MAX)]], Field(min_length=1, max_length=MAX_VARIANTS)
@@ -881,6 +884,7 @@ class Job(_Strict):
             shift=self.flow_shift,
             cfg_scale=self.cfg_scale,
             embedded_guidance=self.embedded_guidance,
+            skip_uncond_from=self.skip_uncond_from,
             seed=seed,
         )
 
