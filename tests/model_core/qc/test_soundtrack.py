@@ -16,7 +16,7 @@ def _voice(f0: float = 150.0) -> np.ndarray:
     """A 150 Hz harmonic source with a little vibrato, switched on and off four times a second."""
     pitch = f0 * (1 + 0.05 * np.sin(2 * np.pi * 1.3 * T))
     phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
-    source = sum(np.sin(k * phase) / k for k in range(1, 23))
+    source = np.sum([np.sin(k * phase) / k for k in range(1, 23)], axis=0)
     return 0.1 * source * np.clip(np.sin(2 * np.pi * 4 * T), 0, None)
 
 
@@ -27,7 +27,9 @@ def test_voice_gated_at_syllable_rate_is_speech() -> None:
 
 
 def test_sustained_chord_is_music() -> None:
-    chord = sum(np.sin(2 * np.pi * f * k * T) / k for f in (220.0, 277.18, 329.63) for k in range(1, 6))
+    chord = np.sum(
+        [np.sin(2 * np.pi * f * k * T) / k for f in (220.0, 277.18, 329.63) for k in range(1, 6)], axis=0
+    )
     bed = bed_character(0.05 * chord)
     assert bed.music and not bed.speech and bed.tonal == 1.0 and bed.speech_likeness == 0.0
 
