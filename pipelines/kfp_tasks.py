@@ -31,6 +31,7 @@ __all__ = [
     "GateRoundsExhausted",
     "ShardReport",
     "StepFailed",
+    "campaign_id",
     "campaign_index",
     "plan_campaign",
     "publish_shard",
