@@ -93,12 +93,21 @@ def preprocess_synchformer(frames: Tensor, size: int = 224) -> Tensor:
 class SiglipImageEncoder(nn.Module):
     """Pooled SigLIP2 image features `[T, D]` (768 for siglip2-base-patch16-512) of preprocessed frames.
 
-    Wraps a transformers SigLIP(2) model or its vision tower; the output is the vision tower's `pooler_output`
-    (what `get_image_features` returns).
+    Wraps a transformers SigLIP model or its vision tower; the output is the vision tower's `pooler_output`
+    (what `get_image_features` returns). google/siglip2-base-patch16-512 is a fixed-resolution SigLIP2 checkpoint:
+    its config.json says `model_type: "siglip"` and transformers builds it as a `SiglipModel`. The NaFlex SigLIP2
+    models (`model_type` `siglip2`, variable resolution with patch masks) are another architecture and are refused.
     """
 
     def __init__(self, model: nn.Module, batch_size: int = 64) -> None:
         super().__init__()
+        model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
+        if model_type.startswith("siglip2"):
+            raise ValueError(
+                f"the image encoder is a NaFlex SigLIP2 model (config.json model_type {model_type!r}); "
+                "HunyuanVideo-Foley takes google/siglip2-base-patch16-512, whose config.json says "
+                "model_type 'siglip' (fixed 512 px): register that folder as the foley_image_encoder"
+            )
         self.vision = getattr(model, "vision_model", model)
         self.batch_size = batch_size
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     ClapTextConfig,
     ClapTextModelWithProjection,
     PreTrainedTokenizerFast,
+    Siglip2VisionConfig,
+    Siglip2VisionModel,
     SiglipConfig,
     SiglipModel,
     SiglipTextConfig,
@@ -79,6 +82,15 @@ def test_siglip_wrapper_gives_the_models_image_features() -> None:
     got = SiglipImageEncoder(model, batch_size=2)(pixels)
     assert got.shape == (5, 32)
     torch.testing.assert_close(got, expected)
+
+
+def test_siglip_wrapper_refuses_a_naflex_siglip2() -> None:
+    """google/siglip2-base-patch16-512 loads as model_type "siglip"; a NaFlex SigLIP2 tower is refused, named."""
+    config = Siglip2VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    with pytest.raises(ValueError, match="NaFlex SigLIP2.*siglip2_vision_model.*model_type 'siglip'"):
+        SiglipImageEncoder(Siglip2VisionModel(config))
 
 
 def _word_tokenizer() -> PreTrainedTokenizerFast:
