@@ -16,7 +16,9 @@ Cases, in this order (the most wanted first; a case that would start after ``--b
    release's 30-step schedule (22 full + 8 cached steps);
 5. fp8 weights (``FP8Linear``, e4m3 with per-layer scales, dequantised per call) at the first size
    (with ``--compile`` first: ``HunyuanDiT.compile_blocks``, its first call and a compiled forward);
-6. tiled VAE decode (``hunyuan-vae``, fp16, official 256 px / 64-frame tiles) of 720x1280x129.
+6. tiled VAE decode (``hunyuan-vae``, fp16, official 256 px / 64-frame tiles) of 720x1280x129;
+7. HunyuanVideo-Foley xl and xxl (random weights in the step's dtypes): a warm 5-second clip (features, 50 steps,
+   DAC decode) per offload mode, its seconds and its peak memory with the weights (``benchmarks/foley.py``).
 
 Every row has its seconds and peak GPU memory (``max_memory_allocated`` over the case); DiT rows add TFLOP
 (exact matmul count, ``benchmarks/dit_flops.py``) and MFU. ``--smoke`` runs the same cases with the tiny
@@ -473,6 +475,9 @@ def run_suite(
     )
     dit_cases(suite)
     vae_case(suite)
+    from benchmarks.foley import gpu_cases as foley_cases
+
+    foley_cases(suite)
     return suite
 
 
@@ -533,7 +538,8 @@ It writes `docs/gpu_suite.json` and replaces this section with the measured tabl
 13B DiT forward (random weights) at 544x960x129 and 720x1280x129 per attention backend (flash-attn varlen, SDPA
 flash / cuDNN / memory-efficient) and diffusers' transformer on the same weights, as seconds and MFU against
 the measured peak; the CFG batch of 2; DeepCache's saving on the 30-step schedule; fp8 weights; tiled VAE
-decode at 720x1280x129; the peak GPU memory of each. `{COMMAND} --compile` adds regional `torch.compile` of the
+decode at 720x1280x129; a HunyuanVideo-Foley xl / xxl 5-second clip per offload mode; the peak GPU memory of each.
+`{COMMAND} --compile` adds regional `torch.compile` of the
 blocks (first call and compiled forward; a minute or two more). `{COMMAND} --smoke` runs the same code on CPU at
 tiny sizes (`tests/benchmarks/test_gpu_suite.py`)."""
 

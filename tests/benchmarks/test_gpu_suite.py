@@ -32,6 +32,7 @@ def test_smoke_runs_every_case(smoke: gpu_suite.Suite) -> None:
         "compiled blocks, first call",
         "compiled blocks",
         "VAE tiled decode",
+        "Foley clip",
     }, [(r.case, r.variant, r.status) for r in smoke.rows]
     assert smoke.peak_tflops and smoke.peak_tflops > 0
 
@@ -55,6 +56,14 @@ def test_deepcache_and_fp8_notes(smoke: gpu_suite.Suite) -> None:
     assert "22 full" in deepcache.note and "8 cached" in deepcache.note and "saved" in deepcache.note
     fp8 = next(r for r in smoke.rows if r.case == "fp8 weights")
     assert "Linears in e4m3" in fp8.note
+
+
+def test_foley_rows_cover_every_offload_mode(smoke: gpu_suite.Suite) -> None:
+    rows = {r.variant: r for r in smoke.rows if r.case == "Foley clip"}
+    assert set(rows) == {"offload none", "offload encoders", "offload sequential"}
+    for r in rows.values():
+        assert r.status == "ok" and r.size == "tiny, 1 s, 2 steps" and r.seconds and r.seconds > 0
+        assert r.peak_memory is not None
 
 
 def test_budget_skips_cases_instead_of_running_them() -> None:
