@@ -42,6 +42,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         source=args.source or str(args.folder),
         aliases=tuple(args.alias),
         excluded_territories=args.excluded_territories,
+        max_subjects=args.max_subjects,
     )
     aliases = f" (aliases: {', '.join(args.alias)})" if args.alias else ""
     excluded = (
@@ -49,11 +50,22 @@ def _cmd_register(args: argparse.Namespace) -> int:
         if resolved.excluded_territories
         else ""
     )
+    subjects = f"; trained for {args.max_subjects} subjects" if args.max_subjects > 1 else ""
     print(
         f"registered {resolved}: preset {resolved.preset}, {len(resolved.files)} files, "
-        f"{resolved.total_bytes} bytes{aliases}{excluded}"
+        f"{resolved.total_bytes} bytes{aliases}{excluded}{subjects}"
     )
     return 0
+
+
+def _subject_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--max-subjects takes a whole number >= 1, got {text!r}")
+    return value
 
 
 def _cmd_alias(args: argparse.Namespace) -> int:
@@ -142,6 +154,14 @@ def add_models(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="",
         metavar="CODES",
         help="territories the weights' licence excludes: two-letter codes separated by commas, e.g. EU,GB,KR",
+    )
+    register.add_argument(
+        "--max-subjects",
+        type=_subject_count,
+        default=1,
+        metavar="K",
+        help="DiT only: the subjects (identity images) per job the checkpoint was trained for; default 1, as the "
+        "released HunyuanCustom checkpoints. plan refuses jobs with more subjects than their DiT version takes",
     )
     register.set_defaults(func=_guarded(_cmd_register))
 
