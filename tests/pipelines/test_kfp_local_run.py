@@ -137,12 +137,15 @@ def test_kfp_local_rerenders_a_unit_that_fails_qc_once(
     from components.qc_metrics import rerender_seed
     from pipelines.kfp_local import run_local
 
-    job = {**ALL_MODES[0], "foley": False}  # picture only: a failed identity check is one a new seed may fix
+    # picture only: a failed identity check is one a new seed may fix; with seed 7 the tiny models' re-render
+    # scores higher than the first render (DINO-Sim 0.990 against 0.972, Face-Sim 0.932 against 0.884)
+    job = {**ALL_MODES[0], "foley": False, "seeds": [7]}
     unit = f"{job['id']}-v00"
     prov_key = f"deliverables/test-campaign/{job['id']}/{unit}.json"
     mp4 = f"deliverables/test-campaign/{job['id']}/{unit}.mp4"
 
-    # the local runner, with a threshold no render reaches: the DINO-Sim of the first render and of the re-render
+    # the local runner, with a threshold no render reaches: the identity scores of the first render and of the
+    # re-render (min_identity_similarity bounds DINO-Sim and Face-Sim; the lower of the two decides)
     reference = make_ctx(tmp_path / "local-store")
     always = write_campaign(
         tmp_path / "ref", demo_media, [job], qc={"min_identity_similarity": 0.9999, "max_rerenders": 1}
@@ -154,9 +157,14 @@ def test_kfp_local_rerenders_a_unit_that_fails_qc_once(
     finally:
         torch.set_num_threads(threads)
     attempts = json.loads(reference.store.get_bytes(prov_key))["qc"]["attempts"]
-    first, second = (json.loads(reference.store.get_bytes(a["key"]))["scores"]["dino_sim"] for a in attempts)
+
+    def identity(key: str) -> float:
+        scores = json.loads(reference.store.get_bytes(key))["scores"]
+        return min(v for k, v in scores.items() if k in ("dino_sim", "face_sim") and v is not None)
+
+    first, second = (identity(a["key"]) for a in attempts)
     assert second > first, (
-        f"the re-render's DINO-Sim {second} must beat the first {first} for this test's threshold"
+        f"the re-render's identity score {second} must beat the first {first} for this test"
     )
 
     # kfp.local with a threshold between the two: the first render fails QC, the re-render passes
@@ -172,10 +180,11 @@ def test_kfp_local_rerenders_a_unit_that_fails_qc_once(
     ctx = make_ctx(tmp_path / "store")  # step_env's store
     prov = json.loads(ctx.store.get_bytes(prov_key))
     seed = attempts[0]["seed"]
+    checked = [json.loads(ctx.store.get_bytes(a["key"])) for a in prov["qc"]["attempts"] if "key" in a]
     assert [(a["seed"], a["verdict"]) for a in prov["qc"]["attempts"]] == [
         (seed, "fail"),
         (rerender_seed(seed, 1), "pass"),
-    ]
+    ], [(d["failed"], d["scores"]) for d in checked]
     assert prov["qc"]["verdict"] == "pass" and prov["seed"] == rerender_seed(seed, 1)
     assert ctx.store.get_bytes(mp4) == reference.store.get_bytes(mp4)  # the re-render, bit for bit
 
