@@ -1,9 +1,11 @@
 """The render DAG as a Kubeflow Pipelines (KFP v2) pipeline.
 
 ``plan`` -> ``ParallelFor(shards, parallelism=...)`` over the stages of ``pipelines.dag.STAGES`` (prompt rewrite,
-LLaVA encode, VAE encode, sampling under torchrun, tiled decode, ..., publish) -> the campaign index, all
-inside an ``ExitHandler`` whose task reports the run's outcome. Tasks pass only manifest keys; tensors and
-videos move through the store once.
+LLaVA encode, VAE encode, sampling under torchrun, tiled decode, foley, QC, publish) -> the campaign index,
+all inside an ``ExitHandler`` whose task reports the run's outcome. Tasks pass only manifest keys; tensors and
+videos move through the store once. Between QC and publish, the QC re-render gate is unrolled over
+``qc_rounds`` rounds (a gate task, the stages under ``dsl.If``, ``dsl.OneOf``; ``pipelines.kfp_tasks.qc_gate``).
+With ``sampling_nodes`` > 1 the sampling task launches a Kubeflow Trainer TrainJob (``pipelines.trainjob``).
 
 The components are lightweight Python components whose ``base_image`` is the project image, with the KFP
 package already installed there (``install_kfp_package=False``): each body imports one function of
