@@ -7,17 +7,19 @@ the other artifacts of the unit:
 1. delivery checks (``components.runtime.delivery``): loudness against the profile named by the campaign's
    ``qc.name``, black and frozen stretches with the campaign's thresholds, file conformance;
 2. model metrics (``model_core.qc``), each with its recipe: CLIP-B-T and temporal consistency (CLIP ViT-B,
-   registered as ``clip-vit-base-patch32``), DINO-Sim against each subject's reference image (``dinov2-base``),
-   VBench's dynamic degree (no model: the flow of ``model_core.qc.flow``). Face-Sim needs a face detector,
-   which this version does not have: it is reported as not run;
+   registered as ``clip-vit-base-patch32``), DINO-Sim against each subject's reference image (``dinov2-base``;
+   head-and-shoulders boxes for a subject with a face, the reference's foreground box for a product), Face-Sim
+   (the ``face-detector`` YOLOv5-face and ``arcface-r100``: aligned largest faces, frames without a face
+   counted), VBench's dynamic degree (no model: the flow of ``model_core.qc.flow``), and for a foley bed the
+   speech / music rule of ``model_core.qc.soundtrack`` (DeSync is not measured: :data:`DESYNC_NOT_RUN`);
 3. the verdict: ``fail`` when any check fails. The thresholds are the campaign's (``qc``): loudness tolerance,
    black and freeze limits, ``min_text_video_similarity`` for CLIP-B-T, ``min_identity_similarity`` for
    DINO-Sim; a metric without a threshold is reported (``info``), not judged. ``rerender`` says whether a new
    seed could fix the failure (picture content and model scores can; file format and loudness cannot).
 
-QC models are resolved as ``<name>@production`` once per step run and their versions recorded in the unit's
-result (a model that is not registered leaves its metrics "not run", with the reason); they are loaded once per
-process. ``qc.json`` also holds first / middle / last thumbnails and the reference images as small PNGs, and the
+The QC models are the versions ``plan`` pinned as ``<name>@production`` (unit roles ``qc_clip``, ``qc_dino``,
+``qc_arcface``, ``qc_face_detector``), recorded in the unit's result; a model plan could not resolve leaves its
+metrics "not run", with the fix. Each is loaded once per process. ``qc.json`` also holds first / middle / last thumbnails and the reference images as small PNGs, and the
 loudness curve, for the report (``components.report``).
 
 The re-render gate (:func:`rerender_gate`): a unit that fails QC, where every failed check is one a new seed
@@ -70,6 +72,7 @@ if TYPE_CHECKING:
     from model_core.vision.face_detect import FaceBox, FaceDetector
 
 __all__ = [
+    "DESYNC_NOT_RUN",
     "PAPER_AVERAGES",
     "QC_ALIAS",
     "QC_MODELS",
@@ -87,7 +90,7 @@ __all__ = [
 
 STEP = "qc_metrics"
 OUTPUT = "qc.json"
-QC_RECIPE = 2  # bumped when a metric's recipe changes, so cached results are recomputed
+QC_RECIPE = 3  # bumped when a metric's recipe changes, so cached results are recomputed
 # role -> registered model name (the presets of model_core.configs.ENCODER_PRESETS)
 QC_MODELS: Mapping[str, str] = {
     "clip": "clip-vit-base-patch32",
@@ -106,6 +109,13 @@ PAPER_AVERAGES: Mapping[str, float] = {
     "dynamic_degree": 0.71,
 }
 THUMB_WIDTH = 160
+# Synchformer's offset classifier needs its audio branch (AST) and sync head, which model_core does not build
+DESYNC_NOT_RUN = (
+    "the released synchformer_state_dict.pth holds the audio branch (AST, afeat_extractor.*), aproj/vproj and the "
+    "offset head (transformer.*, 21 classes), but model_core.audio.foley.synchformer builds only the MotionFormer "
+    "video branch that Foley conditions on; the audio preprocessing and the audio-token aggregation are not "
+    "implemented, so DeSync is not measured"
+)
 
 log = logging.getLogger("adrender.qc_metrics")
 
@@ -410,6 +420,22 @@ def evaluate(
                   detail="the audio-driven render was published without its voice track")
         )  # fmt: skip
 
+    # the foley bed: speech or music where sound effects belong (a signal rule), and why DeSync does not run
+    if has_sound and unit.foley and unit.audio_uri is None:
+        from model_core.io.ffmpeg_decode import decode_audio
+        from model_core.qc.soundtrack import SAMPLE_RATE, bed_character
+
+        bed = bed_character(decode_audio(video, SAMPLE_RATE), SAMPLE_RATE)
+        foley_metrics: dict[str, Any] = {**asdict(bed), "desync": {"not_run": DESYNC_NOT_RUN}}
+        kind = "speech" if bed.speech else "music" if bed.music else None
+        checks.append(
+            Check("audio.foley_character", "warn" if kind else "pass", bed.speech_likeness,
+                  "sound effects: no speech or music in the foley bed",
+                  detail=f"the foley bed sounds like {kind}" if kind else "")
+        )  # fmt: skip
+    else:
+        bed, foley_metrics = None, {"not_run": "no foley bed: foley is off for the job or it is audio-driven"}
+
     # 2. model metrics on the decoded frames
     frames = np.stack(list(read_video_frames(video)))
     pixels = as_batch(frames)
@@ -465,6 +491,8 @@ def evaluate(
         scores["dynamic_degree"] = 1.0 if dd.dynamic else 0.0
         metrics["dynamic_degree"] = {"recipe": f"VBench rule on {dd.flow} flow", **asdict(dd)}
         face_check = _face_sim(ctx, models, frames, refs, ref_faces, faces, qc, scores, metrics)
+    scores["foley_speech_likeness"] = None if bed is None else bed.speech_likeness
+    metrics["foley_speech_likeness"] = foley_metrics
     checks += [
         _model_check("model.clip_text", scores["clip_text"], qc.min_text_video_similarity,
                      metrics["clip_text"].get("not_run")),

@@ -50,8 +50,13 @@ _METRICS: Mapping[str, tuple[str, float, float]] = {
     "face_sim": ("Face-Sim", 0.0, 1.0),
     "temporal_consistency": ("Temporal consistency", 0.5, 1.0),
     "dynamic_degree": ("Dynamic degree (0/1)", 0.0, 1.0),
+    "foley_speech_likeness": ("Foley speech-likeness", 0.0, 1.0),
 }
-_THRESHOLD_FIELD = {"clip_text": "min_text_video_similarity", "dino_sim": "min_identity_similarity"}
+_THRESHOLD_FIELD = {
+    "clip_text": "min_text_video_similarity",
+    "dino_sim": "min_identity_similarity",
+    "face_sim": "min_identity_similarity",
+}
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
