@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from components.runtime.store import open_store
+from model_core.parallel import free_port
 from pipelines.kfp_tasks import run_trainjob_step
 from pipelines.render_campaign import SETTINGS_KEYS, PipelineOptions, compile_pipeline, secret_env
 from pipelines.trainjob import (
@@ -391,7 +392,7 @@ def test_node_runs_the_step_under_torchrun_and_node_0_stores_its_exit(
     cmd = node_command(request)
     assert cmd[:3] == ["python", "-m", "pipelines.trainjob"]
     env = {**os.environ, "PET_NNODES": "1", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": "0",
-           "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": "29655", "ADRENDER_DEVICE": "cpu",
+           "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(free_port()), "ADRENDER_DEVICE": "cpu",
            "ADRENDER_WORK_DIR": str(tmp_path / "work"), "OMP_NUM_THREADS": "1"}  # fmt: skip
     proc = subprocess.run(
         [sys.executable, *cmd[1:]], check=False, env=env, capture_output=True, text=True, timeout=300
@@ -417,7 +418,7 @@ def test_node_runs_the_step_under_torchrun_and_node_0_stores_its_exit(
 
 def test_compiled_multinode_sampling_is_a_trainjob_launcher(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.yaml"
-    compile_pipeline(PipelineOptions(image=IMAGE, sampling_nodes=2, s3_secret="ads-s3"), path)
+    compile_pipeline(PipelineOptions(image=IMAGE, sampling_nodes=2, s3_secret="ads-s3", qc_rounds=0), path)
     spec, platform = yaml.safe_load_all(path.read_text())
     comp = spec["components"]["comp-trainjob-step"]
     fields = [p["field"] for p in comp["taskConfigPassthroughs"]]
