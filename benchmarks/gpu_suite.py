@@ -215,7 +215,7 @@ def random_dit(config, device: torch.device, dtype: torch.dtype) -> nn.Module:
 
 def shared_diffusers_dit(ours: nn.Module) -> nn.Module:
     """diffusers' transformer holding ``ours``'s weights (views, no copy), built on the meta device."""
-    from benchmarks.side_by_side import diffusers_dit, to_diffusers_state
+    from tests.diffusers_twins import diffusers_dit, to_diffusers_state
 
     with torch.device("meta"):
         theirs = diffusers_dit(ours.config, None)

@@ -199,56 +199,10 @@ def dit_config():
     return DiTConfig(hidden_size=768, num_heads=6, depth_double=1, depth_single=2, guidance_embed=True)
 
 
-def to_diffusers_state(official: dict[str, torch.Tensor], hidden: int) -> dict[str, torch.Tensor]:
-    """Official-layout DiT state dict -> diffusers' keys, through diffusers' converter.
-
-    The converter splits the single blocks' ``linear1`` at the 13B width (3072), so that one split is done
-    here at ``hidden`` (q | k | v | mlp_in); every other key goes through diffusers' code.
-    """
-    from diffusers.loaders.single_file_utils import convert_hunyuan_video_transformer_to_diffusers
-
-    state = dict(official)
-    linear1 = {k: state.pop(k) for k in list(state) if ".linear1." in k}
-    converted = convert_hunyuan_video_transformer_to_diffusers(state)
-    for key, tensor in linear1.items():
-        block, kind = key.replace("single_blocks", "single_transformer_blocks").split(".linear1.")
-        q, k, v, mlp = torch.split(tensor, [hidden, hidden, hidden, tensor.shape[0] - 3 * hidden])
-        for name, part in (("attn.to_q", q), ("attn.to_k", k), ("attn.to_v", v), ("proj_mlp", mlp)):
-            converted[f"{block}.{name}.{kind}"] = part
-    return converted
-
-
-def diffusers_dit(config, state: dict[str, torch.Tensor] | None) -> nn.Module:
-    """diffusers' transformer for ``config`` holding the same weights as the official-layout ``state``
-    (None: its own initialisation, e.g. on the meta device)."""
-    from diffusers import HunyuanVideoTransformer3DModel
-
-    model = HunyuanVideoTransformer3DModel(
-        in_channels=config.in_channels,
-        out_channels=config.out_channels,
-        num_attention_heads=config.num_heads,
-        attention_head_dim=config.head_dim,
-        num_layers=config.depth_double,
-        num_single_layers=config.depth_single,
-        num_refiner_layers=config.refiner_depth,
-        mlp_ratio=config.mlp_ratio,
-        patch_size=config.patch_size[1],
-        patch_size_t=config.patch_size[0],
-        qk_norm="rms_norm",
-        guidance_embeds=config.guidance_embed,
-        text_embed_dim=config.text_states_dim,
-        pooled_projection_dim=config.text_pooled_dim,
-        rope_theta=config.rope_theta,
-        rope_axes_dim=config.rope_axes_dim,
-    ).eval()
-    if state is not None:
-        model.load_state_dict(to_diffusers_state(state, config.hidden_size), strict=True)
-    return model
-
-
 def dit_pair(latents: Sequence[tuple[int, int, int]], repeats: int, warmup: int) -> list[PairResult]:
     """Ours against diffusers' transformer, one case per latent size."""
     from model_core.dit import HunyuanDiT
+    from tests.diffusers_twins import diffusers_dit
 
     config = dit_config()
     torch.manual_seed(0)
@@ -294,9 +248,8 @@ def dit_pair(latents: Sequence[tuple[int, int, int]], repeats: int, warmup: int)
 
 def vae_pair(latent: tuple[int, int, int], repeats: int, warmup: int) -> list[PairResult]:
     """Ours against diffusers' VAE: untiled decode of ``latent`` and encode of the decoded video."""
-    from diffusers import AutoencoderKLHunyuanVideo
-
     from model_core.vae import CausalVAE3D, VAEConfig
+    from tests.diffusers_twins import diffusers_vae
 
     cfg = VAEConfig(block_out_channels=VAE_CHANNELS)
     torch.manual_seed(0)
@@ -304,21 +257,7 @@ def vae_pair(latent: tuple[int, int, int], repeats: int, warmup: int) -> list[Pa
     with torch.no_grad():
         for p in ours.parameters():
             p.add_(0.02 * torch.randn_like(p))  # norms away from 1 and 0
-    theirs = AutoencoderKLHunyuanVideo(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        latent_channels=cfg.latent_channels,
-        block_out_channels=cfg.block_out_channels,
-        layers_per_block=cfg.layers_per_block,
-        norm_num_groups=cfg.norm_num_groups,
-        scaling_factor=cfg.scaling_factor,
-        spatial_compression_ratio=cfg.spatial_compression_ratio,
-        temporal_compression_ratio=cfg.temporal_compression_ratio,
-        mid_block_add_attention=cfg.mid_block_add_attention,
-    ).eval()
-    theirs.load_state_dict(ours.state_dict(), strict=True)
-    theirs.use_framewise_decoding = False  # the plain pass: both decode the whole video at once
-    theirs.use_framewise_encoding = False
+    theirs = diffusers_vae(ours)
     z = torch.randn(1, cfg.latent_channels, *latent, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         video = ours.decode(z).clamp(-1, 1)

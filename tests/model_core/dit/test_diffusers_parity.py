@@ -1,9 +1,9 @@
 """Our forward against diffusers' HunyuanVideoTransformer3DModel, loaded through diffusers' own converter.
 
 The official-layout random state dict goes through `convert_hunyuan_video_transformer_to_diffusers` (the
-converter behind `from_single_file`). That converter hard-codes the 13B hidden size (3072) when it splits the
-single blocks' `linear1` into q, k, v and mlp, so for the tiny model the test does that one split itself, in the
-order the facts give (q | k | v | mlp_in); every other key goes through diffusers' code.
+converter behind `from_single_file`), with the single blocks' `linear1` split at the tiny width
+(`tests/diffusers_twins.py`). diffusers is a declared test dependency (the dev extra): a missing install fails
+the fixture instead of skipping the one independent reference of the DiT forward.
 """
 
 from __future__ import annotations
@@ -13,51 +13,17 @@ from collections.abc import Callable
 import pytest
 import torch
 
-# diffusers is a declared test dependency (the dev extra): a missing install fails here instead of skipping
-# the one independent reference of the DiT forward.
-from diffusers import HunyuanVideoTransformer3DModel
-from diffusers.loaders.single_file_utils import convert_hunyuan_video_transformer_to_diffusers
-
 from model_core.configs import PRESETS
+from tests.diffusers_twins import diffusers_dit
 
 PRESET = "tiny-hunyuanvideo-t2v-720p"
-
-
-def to_diffusers(official: dict[str, torch.Tensor], hidden: int) -> dict[str, torch.Tensor]:
-    state = {k: v.clone() for k, v in official.items()}
-    linear1 = {k: state.pop(k) for k in list(state) if ".linear1." in k}
-    converted = convert_hunyuan_video_transformer_to_diffusers(state)
-    for key, tensor in linear1.items():
-        block, kind = key.replace("single_blocks", "single_transformer_blocks").split(".linear1.")
-        q, k, v, mlp = torch.split(tensor, [hidden, hidden, hidden, tensor.shape[0] - 3 * hidden])
-        for name, part in (("attn.to_q", q), ("attn.to_k", k), ("attn.to_v", v), ("proj_mlp", mlp)):
-            converted[f"{block}.{name}.{kind}"] = part
-    return converted
 
 
 @pytest.fixture(scope="module")
 def models(model_factory: Callable[..., torch.nn.Module]) -> tuple[torch.nn.Module, torch.nn.Module]:
     cfg = PRESETS[PRESET]
     ours = model_factory(PRESET, seed=3)
-    theirs = HunyuanVideoTransformer3DModel(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        num_attention_heads=cfg.num_heads,
-        attention_head_dim=cfg.head_dim,
-        num_layers=cfg.depth_double,
-        num_single_layers=cfg.depth_single,
-        num_refiner_layers=cfg.refiner_depth,
-        mlp_ratio=cfg.mlp_ratio,
-        patch_size=cfg.patch_size[1],
-        patch_size_t=cfg.patch_size[0],
-        qk_norm="rms_norm",
-        guidance_embeds=cfg.guidance_embed,
-        text_embed_dim=cfg.text_states_dim,
-        pooled_projection_dim=cfg.text_pooled_dim,
-        rope_theta=cfg.rope_theta,
-        rope_axes_dim=cfg.rope_axes_dim,
-    ).eval()
-    theirs.load_state_dict(to_diffusers(ours.state_dict(), cfg.hidden_size), strict=True)
+    theirs = diffusers_dit(cfg, ours.state_dict())
     return ours, theirs
 
 

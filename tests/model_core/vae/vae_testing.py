@@ -1,10 +1,22 @@
-"""Shared helpers of the VAE tests: a random tiny VAE, its diffusers twin, small tilings."""
+"""Shared helpers of the VAE tests: a random tiny VAE, its diffusers twin (`tests/diffusers_twins.py`), small
+tilings."""
 
 from __future__ import annotations
 
 import torch
 
 from model_core.vae import VAE_PRESETS, CausalVAE3D, TilingConfig, VAEConfig
+from tests.diffusers_twins import diffusers_vae as diffusers_twin  # the tests' name for the shared twin
+
+__all__ = [
+    "DIFFUSERS_OFFICIAL_TILES",
+    "DIFFUSERS_SMALL_TILES",
+    "SMALL_TILES",
+    "TINY",
+    "diffusers_twin",
+    "random_tiny_vae",
+    "rel_err",
+]
 
 TINY = VAE_PRESETS["tiny-hunyuan-vae"]
 # 64 px / 16-frame tiles: 8x8-latent tiles at stride 6 (blend 16 px, keep 48), 5-latent temporal tiles at
@@ -45,30 +57,6 @@ def random_tiny_vae(seed: int = 0, config: VAEConfig = TINY) -> CausalVAE3D:
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
     return vae
-
-
-def diffusers_twin(vae: CausalVAE3D):
-    """diffusers' AutoencoderKLHunyuanVideo with the same weights (the keys are identical), no tiling."""
-    from diffusers import AutoencoderKLHunyuanVideo
-
-    cfg = vae.config
-    ref = AutoencoderKLHunyuanVideo(
-        in_channels=cfg.in_channels,
-        out_channels=cfg.out_channels,
-        latent_channels=cfg.latent_channels,
-        block_out_channels=cfg.block_out_channels,
-        layers_per_block=cfg.layers_per_block,
-        norm_num_groups=cfg.norm_num_groups,
-        scaling_factor=cfg.scaling_factor,
-        spatial_compression_ratio=cfg.spatial_compression_ratio,
-        temporal_compression_ratio=cfg.temporal_compression_ratio,
-        mid_block_add_attention=cfg.mid_block_add_attention,
-    ).eval()
-    ref.load_state_dict(vae.state_dict(), strict=True)
-    # diffusers decodes frame-batched by default, which is a different tiling; the plain pass is the reference
-    ref.use_framewise_decoding = False
-    ref.use_framewise_encoding = False
-    return ref
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
