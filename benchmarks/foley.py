@@ -2,6 +2,7 @@
 
     python -m benchmarks.foley                      # CPU: the tiny clip, interleaved with its reference; docs
     python -m benchmarks.foley --repeats 7 --no-docs
+    python -m benchmarks.foley --gpu                # one GPU: xl / xxl per offload mode, "Foley (GPU)" in docs
 
 - clip (CPU, tiny models): one 5-second clip (125 frames at 25 fps, 64 x 64) through
   `model_core.audio.foley.pipeline.foley_audio` as the `v2a_foley` step runs it (features, 50 Euler steps with CFG
@@ -596,6 +597,14 @@ tiny weights)."""
 
 
 def footprint_body(seconds: float = 10.0) -> str:
+    xxl = {mode: max(phases.values()) for mode, phases in peaks("xxl", seconds).items()}
+    w = network_bytes("xxl")
+    encoders_xxl = w["siglip"] + w["clap"] + w["synchformer"]
+    xxl_sampling = peaks("xxl", seconds)["sequential"]["sampling"]
+
+    def gb(n: int) -> str:
+        return f"{n / GIB:.2f} GiB ({n / 1e9:.1f} GB)"
+
     return f"""### Footprint of xl and xxl (computed)
 
 Device bytes per phase of the first {seconds:.0f}-second clip: the networks' weights as the step loads them on a
@@ -609,18 +618,64 @@ included: the CUDA context (about 0.5 GiB) and allocator fragmentation. The rele
 
 `offload` is the `v2a_foley` step's option (`model_core.audio.foley.offload.FoleyOffload`): `encoders` is the
 default; `sequential` also keeps the MMDiT and the DAC decoder off the device outside their phase, at the cost of
-moving the MMDiT to the device and back for every clip. The GPU measurement of the same modes (a 5-second clip) is
-the "Foley clip" rows of the GPU suite: `python -m benchmarks.gpu_suite`."""
+moving the MMDiT to the device and back for every clip.
+
+Reading: xxl peaks at {gb(xxl["none"])} without offload (the release: 20 GB). Offloading the encoders does not
+lower the peak, which is the feature extraction running beside the resident MMDiT; it frees
+{gb(encoders_xxl)} for the sampling and the decode. `sequential` peaks at {gb(xxl["sequential"])} (the release
+with offload: 12 GB); its peak is then the load, where `components/runtime/models.py` places the MMDiT, the DAC
+decoder and the Synchformer on the device together: loading them to the CPU first would leave the sampling phase,
+{gb(xxl_sampling)}, as the peak. GB here are 10^9 bytes, GiB 2^30.
+
+GPU, when one is lent (one H100 or H200; under 10 minutes): `{COMMAND} --gpu` measures a warm 5-second clip of
+xl and xxl per offload mode (seconds, `max_memory_allocated` with the weights) into the "{GPU_SECTION}" section
+and `docs/foley_gpu.json`; the same rows run last in `python -m benchmarks.gpu_suite`."""
+
+
+GPU_SECTION = "Foley (GPU)"
+GPU_JSON = Path(__file__).resolve().parent.parent / "docs" / "foley_gpu.json"
+
+
+def gpu_run(device_name: str, smoke: bool, budget_s: float, write: bool) -> None:
+    """The Foley rows of the GPU suite alone (minutes instead of the suite's eight): table, JSON, docs."""
+    from benchmarks._common import pick_device
+    from benchmarks.gpu_suite import Plan, Suite, table
+
+    suite = Suite(device=pick_device(device_name), plan=Plan.for_run(smoke), budget_s=budget_s)
+    gpu_cases(suite)
+    print(table(suite.rows))
+    if smoke or not write:
+        return
+    context = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine_description(suite.device),
+        "seconds": time.perf_counter() - suite.start,
+    }
+    GPU_JSON.write_text(json.dumps({"context": context, "rows": [asdict(r) for r in suite.rows]}, indent=2))
+    body = f"""Measured {context["date"]} on {context["machine"]} with `{COMMAND} --gpu` ({context["seconds"]:.0f} s):
+random weights in the step's dtypes, a warm {CLIP_SECONDS}-second clip ({STEPS} steps, CFG {GUIDANCE}, 256 px frames)
+per offload mode. Peak memory is `max_memory_allocated` over the mode's placement and two clips, weights included;
+"computed" is the footprint model of the "Foley" section for the same clip (without the load phase).
+
+{table(suite.rows)}"""
+    write_benchmarks_section(GPU_SECTION, body)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="xl / xxl clips per offload mode on --device")
+    parser.add_argument("--device", default="cuda", help="with --gpu (default cuda)")
+    parser.add_argument("--smoke", action="store_true", help="with --gpu: the tiny size at 2 steps, no docs")
+    parser.add_argument("--budget-s", type=float, default=540.0, help="with --gpu: start no case after this")
     parser.add_argument("--peak-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peak_child:
         print(json.dumps(peak_child()))
+        return
+    if args.gpu:
+        gpu_run(args.device, args.smoke, args.budget_s, write=not args.no_docs)
         return
     result = interleaved(args.repeats)
     peak = run_in_subprocess("benchmarks.foley", ["--peak-child"])
