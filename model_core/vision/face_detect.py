@@ -137,16 +137,17 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = IOU_TH
     """Greedy non-maximum suppression: indices of the kept boxes, best first. A box is dropped when its IoU with
     a kept, higher-scoring box exceeds ``iou_threshold`` (torchvision.ops.nms's rule)."""
     order = torch.argsort(scores, descending=True, stable=True)
+    # one IoU matrix in sorted order, then a greedy pass over its rows (candidates above the confidence
+    # threshold number in the hundreds or low thousands)
+    over = (box_iou(boxes[order], boxes[order]) > iou_threshold).numpy()
+    suppressed = np.zeros(len(order), dtype=bool)
     keep: list[int] = []
-    while order.numel() > 0:
-        best = int(order[0])
-        keep.append(best)
-        rest = order[1:]
-        if rest.numel() == 0:
-            break
-        iou = box_iou(boxes[best : best + 1], boxes[rest])[0]
-        order = rest[iou <= iou_threshold]
-    return torch.tensor(keep, dtype=torch.long)
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= over[i]
+    return order[torch.tensor(keep, dtype=torch.long)]
 
 
 def decode_candidates(
