@@ -101,3 +101,30 @@ def test_checkpoints_resume_to_the_same_latents_bit_for_bit(tmp_path: Path) -> N
         sample_foley(model, cond, num_steps=5, seed=4, resume_from=saved[0])
     with pytest.raises(ValueError, match="this clip needs"):
         sample_foley(model, _cond(length=22), num_steps=5, seed=3, resume_from=saved[0])
+
+
+def test_a_release_loads_the_mmdit_in_bf16_and_keeps_the_dac_encoder_half_parked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the step loads a release on a GPU: bf16 MMDiT (the production dtype), float32 DAC-VAE and Synchformer,
+    the DAC's unused encoder half on the park device (`meta` here: visibly off the compute device), and the
+    training-only keys left out by name and listed."""
+    from model_core.audio.foley import offload
+    from model_core.audio.foley.release import load_release
+    from model_core.audio.foley.tiny import write_tiny_foley
+    from model_core.configs import FOLEY_RELEASES
+
+    preset = next(name for name, r in FOLEY_RELEASES.items() if r.dit == "tiny-hunyuanvideo-foley")
+    release = FOLEY_RELEASES[preset]
+    folder = write_tiny_foley(preset, tmp_path)
+    state = torch.load(folder / release.dit_file, weights_only=True)
+    torch.save({**state, "repa_head.0.weight": torch.zeros(2)}, folder / release.dit_file)
+    monkeypatch.setattr(offload, "PARK_DEVICE", torch.device("meta"))
+    models = load_release(folder, release, device="cpu", dtype=torch.bfloat16)
+    assert {p.dtype for p in models.dit.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in models.synchformer.parameters()} == {torch.float32}
+    assert {(p.dtype, p.device.type) for p in models.dac.decoder.parameters()} == {(torch.float32, "cpu")}
+    assert {
+        p.device.type for p in [*models.dac.encoder.parameters(), *models.dac.quant_conv.parameters()]
+    } == {"meta"}
+    assert "repa_head.0.weight" in models.dropped
