@@ -157,6 +157,11 @@ def sample(
     bit-identical final latents: a checkpoint in front of a DeepCache step also carries the latents of the
     full step that filled the cache, and the resumed run recomputes the cache with one forward.
     `progress(steps_done, num_steps)` is called after every step.
+
+    Avatar models (`options.avatar`) take their branches from `model_core.sampling.avatar` (two CFG phases) and,
+    past 33 latent frames, are sampled as sliding windows whose guided velocities are averaged per frame; the
+    checkpoints hold the whole video. `options.skip_uncond_from` evaluates only the conditional branch from
+    that step on.
     """
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 (or None), got {checkpoint_every}")
