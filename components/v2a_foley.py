@@ -67,11 +67,16 @@ def run(
     """Add sound to a shard's decoded videos (needs ``upstream['video']``); returns the step manifest key.
 
     ``offload``: what leaves the device between a clip's phases (``model_core.audio.foley.offload.FoleyOffload``):
-    ``encoders`` (default), ``sequential`` (also the MMDiT and the DAC decoder: the smallest peak, two host
-    transfers of the MMDiT per unit) or ``none``."""
+    ``encoders`` (default: the encoders are off the device while the MMDiT and the DAC run; the peak stays the
+    extraction's, beside the MMDiT), ``sequential`` (also the MMDiT and the DAC decoder: the lowest peak, at two
+    host transfers of the MMDiT per unit) or ``none``. docs/BENCHMARKS.md ("Foley") has the footprints."""
     from model_core.audio.foley.offload import FoleyOffload
 
-    mode = FoleyOffload(offload)
+    try:
+        mode = FoleyOffload(offload)
+    except ValueError:
+        known = ", ".join(m.value for m in FoleyOffload)
+        raise ValueError(f"{STEP}: offload={offload!r} is not one of {known}") from None
     if "video" not in upstream:
         raise ValueError(f"{STEP} needs --input video=<tiled_decode manifest key>")
 

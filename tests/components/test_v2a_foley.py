@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -234,3 +235,8 @@ def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
         "DACVAE",
         "park Conv1d _Decoder",
     ], events
+
+
+def test_an_unknown_offload_mode_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"offload='all' is not one of none, encoders, sequential"):
+        v2a_foley.run(cast(StepContext, object()), "shard-key", {"video": "key"}, offload="all")
