@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 from benchmarks._common import format_bytes, markdown_table, write_benchmarks_section
-from model_core.configs import PRESETS
-from model_core.parallel.volume import CommVolume, forward_volume
+from model_core.configs import PRESETS, dit_preset
+from model_core.parallel.volume import CommVolume, forward_volume, release_audio_gather_volume
 from model_core.sampling import StepKind, default_options, step_kinds
 
 DEGREES = (2, 4, 8)
@@ -21,6 +21,8 @@ DEGREES = (2, 4, 8)
 VIDEO_TOKENS_720P = 33 * 45 * 80
 IDENTITY_TOKENS_720P = 45 * 80
 VELOCITY_BYTES_720P = 16 * 33 * 90 * 160 * 2  # one branch's bf16 output, exchanged under CFG-parallel
+# Avatar at 704x704x129: latent 33x88x88, 44*44 tokens per frame, one reference frame in front
+AVATAR_TOKENS_704 = 44 * 44 * (33 + 1)
 ASSUMED_GBPS = 150.0  # an assumption for the estimate only, not a measurement
 
 
@@ -71,6 +73,28 @@ def volume_rows() -> tuple[list[list[str]], list[list[str]]]:
     return custom_rows, t2v_rows
 
 
+def avatar_rows() -> list[list[str]]:
+    """Avatar's forward under SP and the adapter gathers of the release that the frame-split adapters save."""
+    avatar = dit_preset("hunyuanvideo-avatar-704p")
+    kinds = step_kinds(default_options("avatar"))
+    reuse = sum(k is StepKind.REUSE for k in kinds)
+    rows = []
+    for degree in DEGREES:
+        kw = {"image_tokens": AVATAR_TOKENS_704, "text_tokens": 831, "batch": 2, "degree": degree}
+        full = forward_volume(avatar, **kw)
+        run = full * (len(kinds) - reuse) + forward_volume(avatar, **kw, attention_layers=1) * reuse
+        saved = release_audio_gather_volume(avatar, image_tokens=AVATAR_TOKENS_704, batch=2, degree=degree)
+        rows.append([
+            str(degree),
+            f"{-(-AVATAR_TOKENS_704 // degree):,}",
+            format_bytes(full.total),
+            format_bytes(saved.total),
+            format_bytes(run.total),
+            format_bytes((saved * (len(kinds) - reuse)).total),
+        ])  # fmt: skip
+    return rows
+
+
 def section() -> str:
     custom_rows, t2v_rows = volume_rows()
     sp8 = forward_volume(PRESETS["hunyuancustom-720p"], image_tokens=VIDEO_TOKENS_720P + IDENTITY_TOKENS_720P,
@@ -85,6 +109,11 @@ def section() -> str:
         ["GPUs", "image tokens per rank", "all-to-all per forward", "all-gather per forward", "50 steps"],
         t2v_rows,
     )
+    avatar = markdown_table(
+        ["GPUs", "image tokens per rank", "per forward", "release's adapter gathers (saved)",
+         "50 steps + DeepCache", "saved over 50 steps"],
+        avatar_rows(),
+    )  # fmt: skip
     return f"""Computed (not measured): bytes each rank sends, bf16, at 720x1280x129
 (`python -m benchmarks.sp_volume --write`, 2026-11-21, 2 vCPU CPU, no GPU). The formula is
 `model_core.parallel.volume.forward_volume`; the 2-rank gloo test checks it byte for byte against what the
@@ -104,6 +133,14 @@ HunyuanVideo T2V (`hunyuanvideo-t2v-720p`): 118,800 image tokens, 256 text token
 (batch 1):
 
 {t2v}
+
+HunyuanVideo-Avatar (`hunyuanvideo-avatar-704p`) at 704x704x129 (one window): 65,824 image tokens (1,936
+reference + 63,888 video), 831 text tokens, CFG batch 2, its 50-step DeepCache list (30 full steps, 20 that
+rerun one attention layer). The release all-gathers the 3072-wide image tokens on every rank before each of its
+ten audio adapters; adrender runs them on the frame-split shard, so that traffic (the fourth column, on full
+steps only) is not sent at all. A spot past 129 frames sends this per window and step.
+
+{avatar}
 
 The machine had no GPU, so no interconnect time was measured. At an assumed {ASSUMED_GBPS:.0f} GB/s of
 all-to-all bandwidth per GPU (NVLink class), 8 ranks (SP 8, CFG batch 2) would spend about {t8:.2f} s per forward
