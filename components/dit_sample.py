@@ -146,7 +146,9 @@ def _avatar_conditioning(unit: UnitPlan, t: Mapping[str, Any], c: Mapping[str, A
             text_pooled=t["uncond_pooled"],
             audio_states=torch.zeros_like(c["audio_states"]),
         )
-    return Conditioning(latent_size=unit.latent_size, cond=positive, uncond=negative)
+    return Conditioning(
+        latent_size=unit.latent_size, cond=positive, uncond=negative, audio_strength=unit.audio_strength
+    )
 
 
 def _latest_checkpoint(ctx: StepContext, folder: str) -> tuple[StepCheckpoint | None, str | None]:

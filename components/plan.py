@@ -280,7 +280,8 @@ def _unit_plan(
         "subject_words": [s.word for s in job.subjects],
         "subject_images": [s.image for s in job.subjects],
         "audio_uri": job.audio.uri if job.audio else None,
-        "audio_strength": job.audio.strength if job.audio else 1.0,
+        # Avatar's adapters have no strength: the release adds their output whole
+        "audio_strength": job.audio.strength if job.audio and job.mode.value != "avatar" else 1.0,
         "edit_video": job.edit.video if job.edit else None,
         "edit_mask": job.edit.mask if job.edit else None,
         "edit_mask_expand": job.edit.mask_expand if job.edit else 5,

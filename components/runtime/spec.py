@@ -967,6 +967,12 @@ class Job(_Strict):
             )
         if info.data.get("edit") is not None:
             problems.append("model: avatar does not edit videos: remove edit, or remove model: avatar")
+        audio = info.data.get("audio")
+        if audio is not None and "strength" in audio.model_fields_set:
+            problems.append(
+                "audio.strength scales HunyuanCustom's audio branch; Avatar's adapters take the voice whole: "
+                "remove audio.strength, or remove model: avatar"
+            )
         if problems:
             raise _problems([("", p) for p in problems])
         return model

@@ -64,6 +64,7 @@ def test_avatar_needs_one_presenter_and_a_voice(tmp_path: Path) -> None:
     two = {**PRESENTER, "prompt": "A woman and a man talk.", "subjects": [*PRESENTER["subjects"], {"word": "man", "image": "man.png"}]}  # fmt: skip
     assert "exactly one subject" in _problems(tmp_path, two)
     assert "model" in _problems(tmp_path, {**PRESENTER, "model": "avatr"})
+    assert "remove audio.strength" in _problems(tmp_path, {**PRESENTER, "audio": {"uri": "voice.wav", "strength": 0.5}})  # fmt: skip
 
 
 def test_avatar_sizes_are_multiples_of_64_within_704_by_1216(tmp_path: Path) -> None:
