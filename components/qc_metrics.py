@@ -434,7 +434,7 @@ def evaluate(
                   detail=f"the foley bed sounds like {kind}" if kind else "")
         )  # fmt: skip
     else:
-        bed, foley_metrics = None, {"not_run": "no foley bed: foley is off for the job or it is audio-driven"}
+        bed, foley_metrics = None, {"not_run": "no foley bed (foley off, or audio-driven)"}
 
     # 2. model metrics on the decoded frames
     frames = np.stack(list(read_video_frames(video)))

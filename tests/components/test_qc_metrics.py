@@ -286,3 +286,29 @@ def test_rerender_gate(tmp_path: Path, tiny_registry: object, demo_media: Path) 
     prov = json.loads((out / "woman-intro-v00.json").read_text())
     assert [a["verdict"] for a in prov["qc"]["attempts"]] == ["fail"] * k + ["pass"]
     assert prov["qc"]["verdict"] == "pass" and prov["seed"] == rerender_seed(first, k)
+
+
+def test_unregistered_qc_models_are_a_plan_warning_and_not_run(tmp_path: Path) -> None:
+    from components.plan import _pin_qc_models
+    from components.qc_metrics import QC_MODELS, QCModels
+    from components.runtime.manifest import ShardManifest
+    from components.runtime.registry import Registry
+    from components.runtime.settings import RuntimeSettings
+    from components.runtime.store import LocalStore
+
+    ctx = StepContext(
+        settings=RuntimeSettings(store=(tmp_path / "store").resolve().as_uri()),
+        store=LocalStore(tmp_path / "store"),
+        registry=Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "cache"),
+    )
+    pins, roles, warnings = _pin_qc_models(ctx)
+    assert pins == {} and roles == {} and len(warnings) == len(QC_MODELS)
+    assert "face-detector@production is not available" in " ".join(warnings)
+    # a shard whose units carry no QC pins: every QC model is missing, with the fix
+    shard = ShardManifest(
+        campaign_id="c", shard_id="s", index=0, prefix="p", output_prefix="o", dit="d/1",
+        latent_size=(1, 1, 1), models={}, units=[], plan_key="p/c/_plan/x/plan.json",
+    )  # fmt: skip
+    models = QCModels.from_shard(shard)
+    assert models.versions == {} and set(models.missing) == set(QC_MODELS)
+    assert "register it" in models.missing["arcface"] and "plan again" in models.missing["arcface"]
