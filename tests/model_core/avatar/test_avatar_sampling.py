@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from model_core.dit import HunyuanDiT
+from model_core.parallel import ParallelLayout
 from model_core.parallel.launch import run_local_world
 from model_core.sampling import (
     Conditioning,
@@ -281,8 +282,12 @@ def _sp_world(rank: int, world: int) -> dict[str, float]:
     ckpts: list[StepCheckpoint] = []
     parallel = sample(model, cond, opts, group=group, checkpoint_every=8, on_checkpoint=ckpts.append)
     resumed = sample(model, cond, opts, group=group, resume_from=ckpts[-1])
+    # the two CFG branches on the two ranks: each phase's branch pair, per-frame caches of one branch each
+    layout = ParallelLayout.create(group, cfg_parallel=True)
+    halves = sample(model, cond, opts.with_(cfg_parallel=True), group=layout)
     return {
         "sp": float((parallel - single).abs().max()),
+        "cfg_parallel": float((halves - single).abs().max()),
         "resume_step": float(ckpts[-1].step_index),
         "resume_cache_step": float(ckpts[-1].cache_step or -1),
         "resume_exact": float(torch.equal(resumed, parallel)),
@@ -291,5 +296,5 @@ def _sp_world(rank: int, world: int) -> dict[str, float]:
 
 def test_sequence_parallel_world_of_2_equals_one_process() -> None:
     for res in run_local_world(_sp_world, 2):
-        assert res["sp"] < 1e-5
+        assert res["sp"] < 1e-5 and res["cfg_parallel"] < 1e-5
         assert (res["resume_step"], res["resume_cache_step"], res["resume_exact"]) == (16.0, 15.0, 1.0)
