@@ -22,7 +22,8 @@ Environment variables
     Prometheus Pushgateway as ``host:port`` (or a URL). Empty: metrics are not pushed (logged once).
 ``ADRENDER_METRICS_PORT``
     Port on which a running step serves ``/metrics`` for scraping; ``0`` picks a free port.
-    Empty: not served.
+    Empty: not served. Under torchrun only the pod's first process (``LOCAL_RANK`` 0) serves it: the ranks
+    of one pod would otherwise race for the same port.
 
 The model registry module reads its own variables (``MLFLOW_TRACKING_URI``, ``ADRENDER_MODEL_CACHE``);
 they are not part of this object.
@@ -102,6 +103,8 @@ class RuntimeSettings:
                     "(0 = any free port) or leave it empty to not serve /metrics"
                 )
             metrics_port = int(port_raw)
+            if get("LOCAL_RANK") not in (None, "0"):
+                metrics_port = None
 
         gateway = get("ADRENDER_PUSHGATEWAY")
         if gateway is not None:

@@ -1274,11 +1274,6 @@ class Campaign(_Strict):
         """The ISO codes of `territory` with EU expanded to its members; None when the campaign gives none."""
         return None if self.territory is None else normalise_territories(self.territory)
 
-    @property
-    def kfp_cron(self) -> str | None:
-        """The schedule as KFP's 6-field cron (seconds first), or None without a schedule."""
-        return f"0 {self.schedule}" if self.schedule else None
-
     def render_units(self) -> list[RenderUnit]:
         """Every (job, size, variant) of the campaign, in file order; a variant has one seed in every size."""
         units = []

@@ -46,7 +46,7 @@ def test_example_loads_with_every_mode() -> None:
     assert len(units) == sum(len(j.seeds) * len(j.sizes) for j in campaign.jobs) == 9
     assert campaign.territory == ["US", "CA"]
     assert len({u.unit_id for u in units}) == len(units)
-    assert campaign.kfp_cron == "0 0 6 * * 1"  # KFP wants seconds first
+    assert campaign.schedule == "0 6 * * 1"  # 5-field cron; `adrender schedule` translates it for KFP
     # relative asset paths resolve against the file's folder
     assert campaign.jobs[0].subjects[0].image == (EXAMPLE.parent / "assets" / "woman.png").as_uri()
 

@@ -633,6 +633,9 @@ def test_settings_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert (s.s3_endpoint, s.s3_secure) == ("minio.kubeflow:9000", False)
     assert (s.s3_access_key, s.s3_secret_key, s.s3_region) == ("aws-id", "adrender-secret", "eu-west-1")
     assert (s.pushgateway, s.metrics_port) == ("pushgateway.monitoring:9091", 9400)
+    # one server per pod: torchrun's other local ranks do not race rank 0 for the port
+    assert RuntimeSettings.from_env({**env, "LOCAL_RANK": "0"}).metrics_port == 9400
+    assert RuntimeSettings.from_env({**env, "LOCAL_RANK": "3"}).metrics_port is None
     s3 = open_store(settings=s)
     assert isinstance(s3, S3Store) and s3.uri("a/b") == "s3://renders/prod/a/b"
     assert s3.endpoint == "http://minio.kubeflow:9000"
