@@ -1,7 +1,8 @@
 """dit_sample: sample the final latents of every unit of a shard; a torchrun entry with sequence parallelism.
 
 One DiT load per shard. Under torchrun every rank runs this module; the image tokens are split across the
-ranks (Ulysses, degree = world size; gloo on CPU, NCCL on GPU) and rank 0 alone writes to the store. Every
+ranks (Ulysses, degree = world size; gloo on CPU, NCCL on GPU) and rank 0 alone writes to the store. A world
+that does not divide the attention heads (16 GPUs for 24 heads) runs CFG-parallel: two SP groups of half. Every
 ``checkpoint_every`` steps rank 0 stores a step checkpoint beside the unit's output; a restarted task
 resumes each unfinished unit from its latest checkpoint (bit-identical to an uninterrupted run) and skips
 finished units. ``python -m torch.distributed.run --nproc-per-node 8 -m components.dit_sample --shard KEY
@@ -42,9 +43,9 @@ from components.runtime.tensors import TensorMeta, dump_tensors, get_tensors
 if TYPE_CHECKING:
     import torch
 
-    from model_core.sampling import Conditioning, StepCheckpoint
+    from model_core.sampling import Conditioning, SamplingOptions, StepCheckpoint
 
-__all__ = ["STEP", "main", "run"]
+__all__ = ["STEP", "main", "parallel_options", "run"]
 
 STEP = "dit_sample"
 OUTPUT = "latents.safetensors"
@@ -206,11 +207,38 @@ def _agree(group: Any, value: Any) -> Any:
     return box[0]
 
 
+def parallel_options(options: SamplingOptions, world: int, num_heads: int) -> SamplingOptions:
+    """``options`` with CFG-parallel turned on when the world is too large a Ulysses degree for the heads.
+
+    Ulysses hands each rank ``num_heads / degree`` heads, so 24 heads allow degrees 1, 2, 3, 4, 6, 8, 12, 24;
+    16 GPUs over two nodes are no such degree, but as two CFG halves they are two SP groups of 8. Raises
+    ``ValueError`` naming the usable world sizes when neither layout fits.
+    """
+    if world <= 1 or options.cfg_parallel or num_heads % world == 0:
+        return options
+    half = world // 2
+    if (
+        world % 2 == 0
+        and num_heads % half == 0
+        and options.num_branches == 2
+        and options.skip_uncond_from is None
+    ):
+        return options.with_(cfg_parallel=True)
+    plain = [d for d in range(2, num_heads + 1) if num_heads % d == 0]
+    doubled = [2 * d for d in plain if 2 * d not in plain]
+    raise ValueError(
+        f"{world} sampling ranks do not divide the model's {num_heads} attention heads; use {plain} ranks, "
+        f"or {doubled} for a job with two CFG branches (cfg_scale > 1, no identity guidance, no "
+        "skip_uncond_from), which then runs CFG-parallel"
+    )
+
+
 def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
     """Sample a shard (needs ``upstream['text']`` and ``upstream['cond']``); returns the step manifest key
     (an empty string on ranks other than 0)."""
     import torch
 
+    from model_core.parallel.group import ParallelLayout
     from model_core.sampling import SamplingOptions, sample
 
     for name in ("text", "cond"):
@@ -228,6 +256,7 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
     telemetry = ctx.telemetry(shard.campaign_id, STEP, shard.index)
     with telemetry:
         model = None
+        layouts: dict[bool, ParallelLayout] = {}
         for unit in shard.units:
             failed = upstream_failure(unit.unit_id, (text, cond))
             if failed is not None:
@@ -250,6 +279,12 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
                     with telemetry.time_checkpoint_load():
                         model = load_dit(ctx, shard.models[shard.dit])
                 options = SamplingOptions(**unit.sampling)
+                if group is not None:
+                    options = parallel_options(options, group.size(), model.config.num_heads)
+                    if options.cfg_parallel not in layouts:  # building one creates process groups: once
+                        layouts[options.cfg_parallel] = ParallelLayout.create(
+                            group, cfg_parallel=options.cfg_parallel
+                        )
                 resume, resume_key = _latest_checkpoint(ctx, folder) if rank == 0 else (None, None)
                 resume = _agree(group, resume)
                 start_step = resume.step_index if resume is not None else 0
@@ -275,7 +310,7 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
                         model,
                         conditioning(ctx, unit, text, cond),
                         options,
-                        group=group,
+                        group=layouts[options.cfg_parallel] if group is not None else None,
                         checkpoint_every=shard.checkpoint_every,
                         resume_from=resume,
                         on_checkpoint=on_checkpoint,

@@ -267,7 +267,8 @@ def step_main(
     ctx = StepContext.from_env()
     key = run(ctx, args.shard, inputs)
     print(key)
-    if args.output_file is not None:
+    # under torchrun every rank runs this; only rank 0 has a key, and a later rank must not blank its file
+    if args.output_file is not None and key:
         args.output_file.parent.mkdir(parents=True, exist_ok=True)
         args.output_file.write_text(key)
     return 0
