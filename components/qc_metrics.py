@@ -14,8 +14,9 @@ the other artifacts of the unit:
    speech / music rule of ``model_core.qc.soundtrack`` (DeSync is not measured: :data:`DESYNC_NOT_RUN`);
 3. the verdict: ``fail`` when any check fails. The thresholds are the campaign's (``qc``): loudness tolerance,
    black and freeze limits, ``min_text_video_similarity`` for CLIP-B-T, ``min_identity_similarity`` for
-   DINO-Sim; a metric without a threshold is reported (``info``), not judged. ``rerender`` says whether a new
-   seed could fix the failure (picture content and model scores can; file format and loudness cannot).
+   DINO-Sim, ``min_face_similarity`` for Face-Sim; a metric without a threshold is reported (``info``), not
+   judged. ``rerender`` says whether a new seed could fix the failure (picture content and model scores can;
+   file format and loudness cannot).
 
 The QC models are the versions ``plan`` pinned as ``<name>@production`` (unit roles ``qc_clip``, ``qc_dino``,
 ``qc_arcface``, ``qc_face_detector``), recorded in the unit's result; a model plan could not resolve leaves its
@@ -331,7 +332,7 @@ def _face_sim(
     """Face-Sim of a unit (its score and metrics entry filled in) and its check."""
     from model_core.qc import face_embeddings, face_similarity
 
-    name, minimum = "model.face_sim", qc.min_identity_similarity
+    name, minimum = "model.face_sim", qc.min_face_similarity
     why: str | None = None
     if not refs:
         why = "the job has no subject image"

@@ -55,7 +55,7 @@ _METRICS: Mapping[str, tuple[str, float, float]] = {
 _THRESHOLD_FIELD = {
     "clip_text": "min_text_video_similarity",
     "dino_sim": "min_identity_similarity",
-    "face_sim": "min_identity_similarity",
+    "face_sim": "min_face_similarity",
 }
 
 

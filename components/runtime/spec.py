@@ -1103,7 +1103,9 @@ class QCProfile(_Strict):
     freeze_min_seconds: Annotated[float, Field(gt=0.0, le=10.0)] = 0.5
     freeze_noise: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.001
     min_text_video_similarity: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    min_identity_similarity: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    # DINO-Sim and Face-Sim have their own scales (HunyuanCustom's averages: 0.593 and 0.627), so each has a field
+    min_identity_similarity: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # DINO-Sim
+    min_face_similarity: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # Face-Sim
     max_rerenders: Annotated[int, Field(ge=0, le=5)] = 2  # a failed unit is re-rendered with a new seed
 
 
@@ -1306,6 +1308,13 @@ def _warnings_of(campaign: Campaign, data: Mapping[str, Any], file: str) -> tupl
                     f"render it, and plan rejects it for a released model: {sizes_hint(job.mode)}"
                 )
                 out.append((f"jobs[{i}].sizes", message))
+    qc = campaign.qc
+    if qc.min_identity_similarity is not None and qc.min_face_similarity is None:
+        message = (
+            "bounds DINO-Sim only; Face-Sim is reported, not judged: set qc.min_face_similarity to judge it too "
+            "(HunyuanCustom's average is 0.627, docs/QC.md)"
+        )
+        out.append(("qc.min_identity_similarity", message))
     raw_territory = data.get("territory")
     for i, code in enumerate(raw_territory if isinstance(raw_territory, list) else []):
         text = code.strip().upper() if isinstance(code, str) else ""
@@ -1338,6 +1347,9 @@ _FIX_HINTS: Mapping[str, str] = {
     "subjects": f"at most {MAX_SUBJECTS} subjects per job",
     "sizes": "e.g. sizes: [720x1280, 1280x720, 720x720]",
     "territory": "ISO 3166-1 alpha-2 codes, e.g. [US, CA], or EU",
+    "min_text_video_similarity": "bounds CLIP-B-T; HunyuanCustom's average is 0.306",
+    "min_identity_similarity": "bounds DINO-Sim; HunyuanCustom's average is 0.593, see docs/QC.md",
+    "min_face_similarity": "bounds Face-Sim; HunyuanCustom's average is 0.627, see docs/QC.md",
 }
 
 

@@ -259,7 +259,7 @@ def test_rerender_gate(tmp_path: Path, tiny_registry: object, demo_media: Path) 
         tmp_path / "always",
         demo_media,
         tiny_registry,
-        {"min_identity_similarity": 0.9999, "max_rerenders": 5},
+        {"min_identity_similarity": 0.9999, "min_face_similarity": 0.9999, "max_rerenders": 5},
     )
     prov = json.loads((out / "woman-intro-v00.json").read_text())
     attempts = prov["qc"]["attempts"]
@@ -271,21 +271,30 @@ def test_rerender_gate(tmp_path: Path, tiny_registry: object, demo_media: Path) 
     assert [d["seed"] for d in docs] == [a["seed"] for a in attempts]
     last_video = tmp_path / "always/store" / docs[-1]["video"]["key"]
     assert prov["video"]["sha256"] == hashlib.sha256(last_video.read_bytes()).hexdigest()
-    # the identity threshold judges DINO-Sim and Face-Sim (the tiny models' CLIP-B-T is negative, below what a
-    # campaign threshold may be): an attempt passes when the lower of the two reaches it
-    scores = [min(d["scores"]["dino_sim"], d["scores"]["face_sim"]) for d in docs]
+    # each identity metric fails under its own threshold (the tiny models' CLIP-B-T is negative, below what a
+    # campaign threshold may be)
+    assert all({"model.dino_sim", "model.face_sim"} <= set(d["failed"]) for d in docs), [
+        d["failed"] for d in docs
+    ]
+    scores = [d["scores"]["face_sim"] for d in docs]
     assert len(set(scores)) == 6, scores  # new seeds, new videos
 
-    # 2. a threshold between the first seed's score and a later one: re-rendered until it passes
+    # 2. a Face-Sim threshold between the first seed's score and a later one: re-rendered until it passes, with
+    # DINO-Sim reported but not judged (min_identity_similarity, its threshold, is unset)
     k = next((i for i in range(1, 6) if scores[i] > max(scores[:i])), None)
     assert k is not None, scores  # some re-render must beat the attempts before it
     threshold = (max(scores[:k]) + scores[k]) / 2
     # the same attempt budget as above: the passing seed may be the last one (k == 5)
-    qc = {"min_identity_similarity": threshold, "max_rerenders": 5}
+    qc = {"min_face_similarity": threshold, "max_rerenders": 5}
     out = _render(tmp_path / "fixed", demo_media, tiny_registry, qc)
     prov = json.loads((out / "woman-intro-v00.json").read_text())
     assert [a["verdict"] for a in prov["qc"]["attempts"]] == ["fail"] * k + ["pass"]
     assert prov["qc"]["verdict"] == "pass" and prov["seed"] == rerender_seed(first, k)
+    docs = [json.loads((tmp_path / "fixed/store" / a["key"]).read_text()) for a in prov["qc"]["attempts"]]
+    assert [d["failed"] for d in docs] == [["model.face_sim"]] * k + [[]]
+    checks = [{c["name"]: c for c in d["checks"]} for d in docs]
+    assert all(c["model.dino_sim"]["status"] == "info" for c in checks)
+    assert all(c["model.face_sim"]["limit"] == f">= {threshold:g}" for c in checks)
 
 
 def test_unregistered_qc_models_are_a_plan_warning_and_not_run(tmp_path: Path) -> None:

@@ -351,6 +351,20 @@ def test_a_size_the_released_models_do_not_render_is_a_warning(tmp_path: Path) -
     assert "720x1280" in warning.message
 
 
+def test_identity_threshold_without_a_face_threshold_is_a_warning(tmp_path: Path) -> None:
+    # min_identity_similarity bounds DINO-Sim only; a campaign that sets it alone leaves Face-Sim unjudged
+    data = {**minimal(subjects=[{"word": "woman", "image": "w.png"}]), "qc": {"min_identity_similarity": 0.5}}
+    campaign = load_campaign(write(tmp_path, data))
+    (warning,) = campaign.warnings
+    assert (warning.path, warning.severity) == ("qc.min_identity_similarity", "warning")
+    assert "bounds DINO-Sim only" in warning.message and "qc.min_face_similarity" in warning.message
+    data["qc"] = {"min_identity_similarity": 0.5, "min_face_similarity": 0.6}
+    campaign = load_campaign(write(tmp_path, data))
+    assert campaign.warnings == ()
+    assert (campaign.qc.min_identity_similarity, campaign.qc.min_face_similarity) == (0.5, 0.6)
+    assert load_campaign(write(tmp_path, minimal())).qc.min_face_similarity is None  # unset by default
+
+
 # sizes and render units --------------------------------------------------------------------------------------------
 
 

@@ -313,6 +313,25 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
     ),
     ("territory-empty", top(territory=[]), "territory", "list at least one territory"),
     ("territory-not-a-list", top(territory="US"), "territory", "must be a list"),
+    # QC thresholds: DINO-Sim and Face-Sim each have their own field, with HunyuanCustom's average as the hint
+    (
+        "qc-face-similarity-range",
+        top(qc={"min_face_similarity": 1.5}),
+        "qc.min_face_similarity",
+        "got 1.5; must be <= 1.0 (bounds Face-Sim; HunyuanCustom's average is 0.627",
+    ),
+    (
+        "qc-identity-similarity-range",
+        top(qc={"min_identity_similarity": -0.1}),
+        "qc.min_identity_similarity",
+        "must be >= 0.0 (bounds DINO-Sim; HunyuanCustom's average is 0.593",
+    ),
+    (
+        "qc-face-field-typo",
+        top(qc={"min_face_sim": 0.6}),
+        "qc.min_face_sim",
+        "did you mean 'min_face_similarity'?",
+    ),
     # the sampler's rules apply to campaign defaults too, reported once
     ("defaults-cfg", top(defaults={"cfg_scale": 0.5}), "defaults.cfg_scale", "cfg_scale must be >= 1.0"),
 ]
