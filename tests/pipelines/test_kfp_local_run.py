@@ -144,12 +144,11 @@ def test_kfp_local_rerenders_a_unit_that_fails_qc_once(
     prov_key = f"deliverables/test-campaign/{job['id']}/{unit}.json"
     mp4 = f"deliverables/test-campaign/{job['id']}/{unit}.mp4"
 
-    # the local runner, with a threshold no render reaches: the identity scores of the first render and of the
-    # re-render (min_identity_similarity bounds DINO-Sim and Face-Sim; the lower of the two decides)
+    # the local runner, with thresholds no render reaches: the identity scores of the first render and of the
+    # re-render (min_identity_similarity bounds DINO-Sim, min_face_similarity Face-Sim)
     reference = make_ctx(tmp_path / "local-store")
-    always = write_campaign(
-        tmp_path / "ref", demo_media, [job], qc={"min_identity_similarity": 0.9999, "max_rerenders": 1}
-    )
+    never = {"min_identity_similarity": 0.9999, "min_face_similarity": 0.9999, "max_rerenders": 1}
+    always = write_campaign(tmp_path / "ref", demo_media, [job], qc=never)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -158,22 +157,23 @@ def test_kfp_local_rerenders_a_unit_that_fails_qc_once(
         torch.set_num_threads(threads)
     attempts = json.loads(reference.store.get_bytes(prov_key))["qc"]["attempts"]
 
-    def identity(key: str) -> float:
+    def identity(key: str) -> tuple[float, float]:
         scores = json.loads(reference.store.get_bytes(key))["scores"]
-        return min(v for k, v in scores.items() if k in ("dino_sim", "face_sim") and v is not None)
+        return scores["dino_sim"], scores["face_sim"]
 
     first, second = (identity(a["key"]) for a in attempts)
-    assert second > first, (
-        f"the re-render's identity score {second} must beat the first {first} for this test"
+    assert second[0] > first[0] and second[1] > first[1], (
+        f"the re-render's identity scores {second} must beat the first {first} for this test"
     )
 
-    # kfp.local with a threshold between the two: the first render fails QC, the re-render passes
-    campaign = write_campaign(
-        tmp_path / "kfp",
-        demo_media,
-        [job],
-        qc={"min_identity_similarity": (first + second) / 2, "max_rerenders": 1},
-    )
+    # kfp.local with each threshold between the two renders' scores: the first render fails QC, the re-render
+    # passes
+    qc = {
+        "min_identity_similarity": (first[0] + second[0]) / 2,
+        "min_face_similarity": (first[1] + second[1]) / 2,
+        "max_rerenders": 1,
+    }
+    campaign = write_campaign(tmp_path / "kfp", demo_media, [job], qc=qc)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     root = tmp_path / "kfp-root"
     run_local(str(campaign), root, options=PipelineOptions(backoff="0s", qc_rounds=1))
@@ -185,6 +185,7 @@ def test_kfp_local_rerenders_a_unit_that_fails_qc_once(
         (seed, "fail"),
         (rerender_seed(seed, 1), "pass"),
     ], [(d["failed"], d["scores"]) for d in checked]
+    assert set(checked[0]["failed"]) == {"model.dino_sim", "model.face_sim"}  # each under its own threshold
     assert prov["qc"]["verdict"] == "pass" and prov["seed"] == rerender_seed(seed, 1)
     assert ctx.store.get_bytes(mp4) == reference.store.get_bytes(mp4)  # the re-render, bit for bit
 
