@@ -2,7 +2,8 @@
 
 - `write_tiny_foley(folder)`: one folder as the release ships it: `hunyuanvideo_foley.pth` (the tiny MMDiT's state
   dict), `vae_128d_48k.pth` (`{"state_dict", "metadata": {"kwargs"}}` of a tiny DAC-VAE, hop 960 at 48 kHz) and
-  `synchformer_state_dict.pth` (the tiny video branch under the released key names).
+  `synchformer_state_dict.pth` (the tiny Synchformer under the released key names: video and audio branches and
+  the offset head, as the released file holds them).
 - `tiny_siglip2`: a full `SiglipModel` (both towers, as google/siglip2-base-patch16-512 is saved) of width 32 on
   32-pixel images; `tiny_clap`: a `ClapTextModelWithProjection` of width 32. Their widths are the tiny MMDiT's
   `clip_dim` and `text_dim`.
@@ -46,7 +47,7 @@ def write_tiny_foley(preset: str, folder: str | Path, seed: int = 0) -> Path:
     """Write the tiny Foley release `preset` (a `model_core.configs.FOLEY_RELEASES` name) into `folder`; returns the folder."""
     from model_core.audio.foley.dac import DAC_PRESETS, DACVAE
     from model_core.audio.foley.model import FoleyDiT
-    from model_core.audio.foley.synchformer import SYNCHFORMER_PRESETS, Synchformer
+    from model_core.audio.foley.synchformer_sync import SYNC_CLASSIFIER_PRESETS, SyncClassifier
 
     release = FOLEY_RELEASES[preset]
     folder = Path(folder)
@@ -59,7 +60,7 @@ def write_tiny_foley(preset: str, folder: str | Path, seed: int = 0) -> Path:
     kwargs.pop("description")
     kwargs["continuous"] = True
     torch.save({"state_dict": _contiguous(dac), "metadata": {"kwargs": kwargs}}, folder / FOLEY_DAC_FILE)
-    sync = _seeded(seed + 2, Synchformer, SYNCHFORMER_PRESETS[release.synchformer])
+    sync = _seeded(seed + 2, SyncClassifier, SYNC_CLASSIFIER_PRESETS[release.synchformer])
     torch.save(_contiguous(sync), folder / FOLEY_SYNCHFORMER_FILE)
     return folder
 
