@@ -295,7 +295,7 @@ def _unit_plan(
         "assets": assets,
     }
     digest = payload_digest({**fields, "delivery": job.delivery.model_dump()})
-    return UnitPlan(**fields, render_digest=digest)
+    return UnitPlan(**fields, foley_offload=job.foley.offload, render_digest=digest)
 
 
 def _published_digest(ctx: StepContext, key: str) -> str | None:

@@ -11,8 +11,9 @@ with foley off (the audio-mode default) the voice alone is the soundtrack, norma
 
 Foley sampling writes a step checkpoint every ``checkpoint_every`` steps (the shard's setting, as for the DiT)
 beside the unit's outputs; a rerun after a kill resumes from the newest one and delivers the same bytes. The
-encoders are on the device only while they extract features (``offload``: ``FoleyOffload.ENCODERS`` by default;
-``sequential`` also parks the MMDiT outside its sampling).
+encoders are on the device only while they extract features (the job's ``foley.offload``, carried on the unit as
+``foley_offload``: ``encoders`` by default; ``sequential`` also parks the MMDiT and the DAC decoder outside their
+phases; ``none`` keeps everything on the device).
 
 Outputs per unit: ``video`` (the muxed mp4) and, with foley, ``foley`` (``foley.wav``: the bed as it sits in the
 soundtrack). The manifest details record the bed's integrated loudness (HunyuanVideo-Foley can produce gibberish
@@ -62,21 +63,16 @@ def run(
     shard_key: str,
     upstream: Mapping[str, str],
     *,
-    offload: FoleyOffload | str = "encoders",
+    offload: FoleyOffload | str | None = None,
 ) -> str:
     """Add sound to a shard's decoded videos (needs ``upstream['video']``); returns the step manifest key.
 
-    ``offload``: what leaves the device between a clip's phases (``model_core.audio.foley.offload.FoleyOffload``):
-    ``encoders`` (default: the encoders are off the device while the MMDiT and the DAC run; the peak stays the
-    extraction's, beside the MMDiT), ``sequential`` (also the MMDiT and the DAC decoder: the lowest peak, at two
-    host transfers of the MMDiT per unit) or ``none``. docs/BENCHMARKS.md ("Foley") has the footprints."""
-    from model_core.audio.foley.offload import FoleyOffload
-
-    try:
-        mode = FoleyOffload(offload)
-    except ValueError:
-        known = ", ".join(m.value for m in FoleyOffload)
-        raise ValueError(f"{STEP}: offload={offload!r} is not one of {known}") from None
+    ``offload``: what leaves the device between a clip's phases (``model_core.audio.foley.offload.FoleyOffload``);
+    unset, each unit's own (the job's ``foley.offload``); given, it overrides every unit's. ``encoders`` (the
+    default: the encoders are off the device while the MMDiT and the DAC run; the peak stays the extraction's,
+    beside the MMDiT), ``sequential`` (also the MMDiT and the DAC decoder: the lowest peak, at two host transfers
+    of the MMDiT per unit) or ``none``. docs/BENCHMARKS.md ("Foley") has the footprints."""
+    override = None if offload is None else _offload_mode(offload, "offload")
     if "video" not in upstream:
         raise ValueError(f"{STEP} needs --input video=<tiled_decode manifest key>")
 
@@ -127,6 +123,7 @@ def run(
 
         def body(unit: UnitPlan, keys: Mapping[str, str]) -> dict[str, Any]:
             video_key = decoded.units[unit.unit_id].artifacts["video"].key
+            mode = override or _offload_mode(unit.foley_offload, f"unit {unit.unit_id}'s foley_offload")
             return _render(ctx, shard, unit, video_key, keys, mode)
 
         sound_units = shard.model_copy(update={"units": [u for u in shard.units if _has_sound(u)]})
@@ -134,6 +131,16 @@ def run(
         return {u.unit_id: outputs[u.unit_id] for u in shard.units}
 
     return shard_step(ctx, STEP, shard_key, upstream, work, model_roles=MODEL_ROLES)
+
+
+def _offload_mode(value: FoleyOffload | str, what: str) -> FoleyOffload:
+    from model_core.audio.foley.offload import FoleyOffload
+
+    try:
+        return FoleyOffload(value)
+    except ValueError:
+        known = ", ".join(m.value for m in FoleyOffload)
+        raise ValueError(f"{STEP}: {what}={value!r} is not one of {known}") from None
 
 
 def _has_sound(unit: UnitPlan) -> bool:

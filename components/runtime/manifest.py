@@ -139,6 +139,9 @@ class UnitPlan(_Model):
     foley: bool = False
     foley_prompt: str = ""  # what the foley bed should sound like (the job's foley prompt, else its prompt)
     foley_negative_prompt: str = "noisy, harsh"
+    # the job's foley offload mode (`FoleyOffload` value): where weights wait between phases, not what is heard,
+    # so it is left out of render_digest and the foley step's content keys
+    foley_offload: str = "encoders"
     loudness_lufs: float = -23.0  # the delivery profile: integrated loudness target of the soundtrack
     true_peak_dbtp: float = -1.0  # and its true-peak ceiling
     assets: dict[str, str] = {}  # URI -> sha256 of every referenced file (s3 URIs: hashed when fetched)

@@ -720,6 +720,12 @@ class EditSource(_Strict):
     mask_expand: Annotated[int, Field(ge=-50, le=50)] = 5  # pixels of dilation (<0 erodes); §2.6 uses 5
 
 
+# `model_core.audio.foley.offload.FoleyOffload` (this module does not import torch): `encoders` parks the
+# encoders outside feature extraction, `sequential` the MMDiT and the DAC decoder too (the lowest peak, the
+# slowest), `none` keeps everything on the device
+FoleyOffloadMode = Literal["encoders", "sequential", "none"]
+
+
 class Foley(_Strict):
     """Generated sound effects for the video (HunyuanVideo-Foley). `prompt` empty = the job's prompt.
 
@@ -729,6 +735,8 @@ class Foley(_Strict):
     enabled: bool = True
     prompt: Annotated[str, Field(max_length=500)] = ""
     negative_prompt: Annotated[str, Field(max_length=500)] = "noisy, harsh"
+    # what leaves the device between a clip's phases: `model_core.audio.foley.offload.FoleyOffload`'s values
+    offload: FoleyOffloadMode = "encoders"
 
     @model_validator(mode="before")
     @classmethod
@@ -1347,6 +1355,7 @@ _FIX_HINTS: Mapping[str, str] = {
     "subjects": f"at most {MAX_SUBJECTS} subjects per job",
     "sizes": "e.g. sizes: [720x1280, 1280x720, 720x720]",
     "territory": "ISO 3166-1 alpha-2 codes, e.g. [US, CA], or EU",
+    "offload": "encoders is the default; sequential has the lowest GPU memory peak, see docs/BENCHMARKS.md",
     "min_text_video_similarity": "bounds CLIP-B-T; HunyuanCustom's average is 0.306",
     "min_identity_similarity": "bounds DINO-Sim; HunyuanCustom's average is 0.593, see docs/QC.md",
     "min_face_similarity": "bounds Face-Sim; HunyuanCustom's average is 0.627, see docs/QC.md",
@@ -1419,6 +1428,8 @@ def _describe(error: Mapping[str, Any]) -> list[tuple[str, str]]:
             "less_than_equal": "<= {le}",
         }[kind].format(**ctx)
         return [(path, f"got {_show(value)}; must be {bounds}{hint}")]
+    if kind == "literal_error":
+        return [(path, f"got {_show(value)}; must be one of {ctx.get('expected')}{hint}")]
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return [(path, _wrong_type(value, "a whole number", hint))]
     if kind in ("float_parsing", "float_type"):

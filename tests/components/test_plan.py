@@ -56,6 +56,34 @@ def test_the_plan_is_stable_across_runs(
     assert a[0] == b[0] and [s.key for s in a[1].shards] == [s.key for s in b[1].shards]
 
 
+def test_foley_offload_travels_from_the_job_to_its_units(
+    make_ctx: Callable[..., StepContext], demo_media: Path, tmp_path: Path
+) -> None:
+    import typing
+
+    from components.runtime.spec import FoleyOffloadMode
+    from model_core.audio.foley.offload import FoleyOffload
+
+    # the spec's choices are the step's modes (the spec does not import torch, so it spells them out)
+    assert set(typing.get_args(FoleyOffloadMode)) == {m.value for m in FoleyOffload}
+    jobs = [
+        {**ALL_MODES[0], "foley": {"offload": "sequential"}},
+        {**MEADOW, "foley": True},  # unset: the default
+    ]
+    ctx = make_ctx()
+    plan = _plan(ctx, write_campaign(tmp_path, demo_media, jobs))
+    units = {u.job_id: u for s in plan.shards for u in read_manifest(ctx.store, s.key, ShardManifest).units}
+    assert units[jobs[0]["id"]].foley_offload == "sequential"
+    assert units[MEADOW["id"]].foley_offload == "encoders"
+    # where weights wait is not what is rendered: the unit's digest does not depend on it
+    again = {**jobs[0], "foley": {"offload": "none"}}
+    ctx_b = make_ctx(tmp_path / "store-b")
+    plan = _plan(ctx_b, write_campaign(tmp_path, demo_media, [again]))  # the same folder: the same asset URIs
+    (other,) = [u for s in plan.shards for u in read_manifest(ctx_b.store, s.key, ShardManifest).units]
+    assert other.foley_offload == "none"
+    assert other.render_digest == units[jobs[0]["id"]].render_digest
+
+
 def test_unknown_only_job_is_named(
     make_ctx: Callable[..., StepContext], demo_media: Path, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from components import dit_sample, v2a_foley
 from components import plan as plan_step
-from components.runtime.manifest import StepManifest, UnitOutput, read_manifest
+from components.runtime.manifest import ShardManifest, StepManifest, UnitOutput, read_manifest
 from components.runtime.media import loudness, probe
 from components.runtime.step import StepContext
 from pipelines.dag import STAGES
@@ -134,13 +134,17 @@ def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
     from model_core.audio.foley.synchformer import Synchformer
     from model_core.sampling import StepCheckpoint
 
-    job = {**ALL_MODES[0], **ONE_SECOND, "foley": {"prompt": "water splashes, a bottle cap clicks"}}
+    # the campaign asks for sequential offload; the runs below override it, except the last
+    foley = {"prompt": "water splashes, a bottle cap clicks", "offload": "sequential"}
+    job = {**ALL_MODES[0], **ONE_SECOND, "foley": foley}
     campaign = write_campaign(tmp_path, demo_media, [job])
     [(shard_key, video_key)] = _decoded(make_ctx(), campaign)
+    shard = read_manifest(make_ctx().store, shard_key, ShardManifest)
+    assert [u.foley_offload for u in shard.units] == ["sequential"]
     unit = "woman-intro-v00"
     store = tmp_path / "store"
 
-    def step(ctx: StepContext, offload: str = "encoders") -> UnitOutput:
+    def step(ctx: StepContext, offload: str | None) -> UnitOutput:
         key = v2a_foley.run(ctx, shard_key, {"video": video_key}, offload=offload)
         return read_manifest(ctx.store, key, StepManifest).units[unit]
 
@@ -189,18 +193,19 @@ def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
     spy(FoleyDiT, "forward")
     spy(DACVAE, "decode")
     monkeypatch.setattr(v2a_foley, "_write_checkpoint", write_then_die)
-    killed = step(ctx)
+    killed = step(ctx, offload="encoders")
     assert killed.status == "failed" and "killed" in (killed.error or "")
     assert checkpoints() == ["ckpt-0005.safetensors", "ckpt-0010.safetensors"]
     assert seen == {"FoleyDiT": {"meta"}}  # killed before the decode
     monkeypatch.undo()
 
-    resumed = step(make_ctx())  # offload on (the default), parked on the CPU
+    resumed = step(make_ctx(), offload="encoders")  # parked on the CPU
     assert resumed.status == "ok" and resumed.details["foley_resumed_from"] == 10
     assert resumed.artifacts == clean.artifacts  # same keys, same sha256: the same audio bits and mp4
     assert checkpoints() == []  # spent once the unit is stored
 
-    # sequential: the MMDiT and the DAC decoder, too, visit the device only for their phase; the same bytes
+    # the campaign's sequential: the MMDiT and the DAC decoder, too, visit the device only for their phase; the
+    # same bytes
     for ref in clean.artifacts.values():
         (store / ref.key).unlink()
     events: list[str] = []
@@ -225,7 +230,7 @@ def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
     monkeypatch.setattr(offload, "park", logged_park)
     for cls, method in ((FoleyDiT, "forward"), (DACVAE, "decode"), (Synchformer, "forward")):
         log_call(cls, method)
-    assert step(make_ctx(), offload="sequential").artifacts == clean.artifacts
+    assert step(make_ctx(), offload=None).artifacts == clean.artifacts
     assert events == [
         "park Conv1d FoleyDiT _Decoder",  # before the extraction
         "Synchformer",

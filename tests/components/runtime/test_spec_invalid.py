@@ -227,6 +227,12 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
     ),
     ("cfg-quoted", job(cfg_scale="7.5"), "jobs[0].cfg_scale", "must be a number: write it without quotes"),
     ("seed-bool", job(seeds=[True]), "jobs[0].seeds[0]", "must be a whole number"),
+    (
+        "foley-offload-unknown",
+        job(foley={"offload": "all"}),
+        "jobs[0].foley.offload",
+        "got 'all'; must be one of 'encoders', 'sequential' or 'none' (encoders is the default",
+    ),
     ("foley-switch-number", job(foley={"enabled": 1}), "jobs[0].foley.enabled", "must be true or false"),
     ("steps-float", job(steps=30.5), "jobs[0].steps", "got 30.5; must be a whole number"),
     # asset paths stay inside the campaign's folder
