@@ -284,9 +284,10 @@ def _foley_bed(
     from model_core.audio.foley.offload import decoder_modules, park
     from model_core.audio.foley.pipeline import FoleyEncoders, foley_audio
 
-    foley = load_foley(ctx, shard.pin("foley", unit))
+    foley = load_foley(ctx, shard.pin("foley", unit), offload)  # on the CPU what `offload` moves later
     if offload.generator:
-        park((foley.dit, *decoder_modules(foley.dac)), ctx.device)  # before the encoders load beside it
+        # a copy cached by a unit of another mode may still be on the device: off it before the encoders load
+        park((foley.dit, *decoder_modules(foley.dac)), ctx.device)
     siglip, image_size = load_siglip(ctx, shard.pin("foley_image_encoder", unit))
     clap = load_clap(ctx, shard.pin("foley_text_encoder", unit))
     resume, resume_key = _latest_checkpoint(ctx, folder)

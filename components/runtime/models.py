@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from model_core.audio import WhisperAudioEncoder
     from model_core.audio.foley.encoders import ClapTextEncoder, SiglipImageEncoder
+    from model_core.audio.foley.offload import FoleyOffload
     from model_core.audio.foley.release import FoleyModels
     from model_core.dit import HunyuanDiT
     from model_core.text import ClipPooledEncoder, LlavaTextEncoder
@@ -193,18 +194,35 @@ def load_whisper(ctx: StepContext, pin: ModelPin) -> WhisperAudioEncoder:
     return result
 
 
-def load_foley(ctx: StepContext, pin: ModelPin) -> FoleyModels:
+def load_foley(ctx: StepContext, pin: ModelPin, offload: FoleyOffload | str = "encoders") -> FoleyModels:
     """The HunyuanVideo-Foley release of a pinned version: the MMDiT (bf16 on GPU, as released; fp32 on CPU),
-    the DAC-VAE and the Synchformer (fp32; the step runs the Synchformer under fp16 autocast on GPU)."""
+    the DAC-VAE and the Synchformer (fp32; the step runs the Synchformer under fp16 autocast on GPU).
+
+    Loaded on the CPU; only the networks `offload` keeps on the device between phases go there (``encoders``:
+    the MMDiT and the DAC decoder; ``sequential``: none; ``none``: all three), the others visit it for their
+    phase. Loading all three onto the device would make the load the peak of ``sequential`` (docs/BENCHMARKS.md,
+    "Foley"). The DAC's encoder half stays on the CPU in every mode. A cached copy is where its last clip left
+    it: each phase moves what it runs onto the device first."""
+    import torch
+
+    from model_core.audio.foley.offload import FoleyOffload, decoder_modules
+
     _expect(pin, "foley", "foley")
+    mode = FoleyOffload(offload)
 
     def build(folder: Path) -> FoleyModels:
         from model_core.audio.foley.release import load_release
         from model_core.configs import FOLEY_RELEASES
 
-        models = load_release(
-            folder, FOLEY_RELEASES[pin.preset], device=ctx.device, dtype=model_dtype(ctx.device)
-        )
+        host = torch.device("cpu")
+        models = load_release(folder, FOLEY_RELEASES[pin.preset], device=host, dtype=model_dtype(ctx.device))
+        resident: list[torch.nn.Module] = []
+        if not mode.generator:
+            resident += [models.dit, *decoder_modules(models.dac)]
+        if not mode.encoders:
+            resident.append(models.synchformer)
+        for module in resident:
+            module.to(ctx.device)
         if models.dropped:
             log.info("%s: %d training-only or unused keys left out by name", pin.pinned, len(models.dropped))
         return models
