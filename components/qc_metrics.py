@@ -11,7 +11,9 @@ the other artifacts of the unit:
    head-and-shoulders boxes for a subject with a face, the reference's foreground box for a product), Face-Sim
    (the ``face-detector`` YOLOv5-face and ``arcface-r100``: aligned largest faces, frames without a face
    counted), VBench's dynamic degree (no model: the flow of ``model_core.qc.flow``), and for a foley bed the
-   speech / music rule of ``model_core.qc.soundtrack`` (DeSync is not measured: :data:`DESYNC_NOT_RUN`);
+   speech / music rule of ``model_core.qc.soundtrack`` and, with a soundtrack (foley or a voice), DeSync:
+   the audio-video offset the pinned Foley release's Synchformer predicts (``model_core.qc.desync``; a warning
+   above :data:`DESYNC_WARN_SECONDS`);
 3. the verdict: ``fail`` when any check fails. The thresholds are the campaign's (``qc``): loudness tolerance,
    black and freeze limits, ``min_text_video_similarity`` for CLIP-B-T, ``min_identity_similarity`` for
    DINO-Sim, ``min_face_similarity`` for Face-Sim; a metric without a threshold is reported (``info``), not
@@ -43,7 +45,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,11 +71,12 @@ from components.runtime.telemetry import StepTelemetry
 if TYPE_CHECKING:
     import numpy as np
 
+    from model_core.audio.foley.synchformer_sync import SyncClassifier
     from model_core.qc import ClipScorer, DinoScorer, IResNet
     from model_core.vision.face_detect import FaceBox, FaceDetector
 
 __all__ = [
-    "DESYNC_NOT_RUN",
+    "DESYNC_WARN_SECONDS",
     "PAPER_AVERAGES",
     "QC_ALIAS",
     "QC_MODELS",
@@ -91,7 +94,7 @@ __all__ = [
 
 STEP = "qc_metrics"
 OUTPUT = "qc.json"
-QC_RECIPE = 3  # bumped when a metric's recipe changes, so cached results are recomputed
+QC_RECIPE = 4  # bumped when a metric's recipe changes, so cached results are recomputed
 # role -> registered model name (the presets of model_core.configs.ENCODER_PRESETS)
 QC_MODELS: Mapping[str, str] = {
     "clip": "clip-vit-base-patch32",
@@ -110,13 +113,10 @@ PAPER_AVERAGES: Mapping[str, float] = {
     "dynamic_degree": 0.71,
 }
 THUMB_WIDTH = 160
-# Synchformer's offset classifier needs its audio branch (AST) and sync head, which model_core does not build
-DESYNC_NOT_RUN = (
-    "the released synchformer_state_dict.pth holds the audio branch (AST, afeat_extractor.*), aproj/vproj and the "
-    "offset head (transformer.*, 21 classes), but model_core.audio.foley.synchformer builds only the MotionFormer "
-    "video branch that Foley conditions on; the audio preprocessing and the audio-token aggregation are not "
-    "implemented, so DeSync is not measured"
-)
+# DeSync above this warns. HunyuanVideo-Foley's DeSync averages 0.74 s (MovieGen-Audio-Bench) and 0.54 s
+# (Kling-Audio-Eval) in its README; a clip's DeSync lies on the 0.2 s class grid, and 0.8 s is the first grid
+# point at or above both averages. QCProfile has no DeSync field yet, so the check only warns.
+DESYNC_WARN_SECONDS = 0.8
 
 log = logging.getLogger("adrender.qc_metrics")
 
@@ -128,6 +128,8 @@ class QCModels:
     versions: dict[str, str]  # role -> name/version
     missing: dict[str, str]  # role -> why it is not available
     pins: dict[str, ModelPin]
+    # pinned name/version -> pin of the shard's Foley releases (their Synchformer measures DeSync)
+    foley: dict[str, ModelPin] = field(default_factory=dict)
 
     @classmethod
     def from_shard(cls, shard: ShardManifest, names: Mapping[str, str] = QC_MODELS) -> QCModels:
@@ -150,7 +152,12 @@ class QCModels:
                 continue
             pins[role] = shard.models[pinned]
             versions[role] = pinned
-        return cls(versions, missing, pins)
+        foley = {
+            u.models["foley"]: shard.models[u.models["foley"]]
+            for u in shard.units
+            if u.models.get("foley") in shard.models
+        }
+        return cls(versions, missing, pins, foley)
 
     def clip(self, ctx: StepContext) -> ClipScorer:
         from model_core.qc import ClipScorer
@@ -171,6 +178,26 @@ class QCModels:
         from components.runtime.models import load_face_detector
 
         return load_face_detector(ctx, self.pins["face_detector"])
+
+    def sync_classifier(self, ctx: StepContext, pinned: str) -> SyncClassifier:
+        """The whole Synchformer (video and audio branches, offset head) of a pinned Foley release."""
+        key = ("qc-synchformer", pinned)
+        if key not in ctx.model_cache:
+            from components.runtime.models import fetch_pin
+            from model_core.audio.foley.synchformer_sync import SYNC_CLASSIFIER_PRESETS, load_sync_classifier
+            from model_core.configs import FOLEY_RELEASES, FOLEY_SYNCHFORMER_FILE
+
+            pin = self.foley[pinned]
+            if pin.preset not in FOLEY_RELEASES:
+                raise ValueError(
+                    f"{pinned} (preset {pin.preset}) is not a Foley release; it has no Synchformer"
+                )
+            config = SYNC_CLASSIFIER_PRESETS[FOLEY_RELEASES[pin.preset].synchformer]
+            started = time.perf_counter()
+            path = fetch_pin(ctx, pin) / FOLEY_SYNCHFORMER_FILE
+            ctx.model_cache[key] = load_sync_classifier(path, config, device=ctx.device)
+            log.info("loaded the Synchformer of %s in %.1f s", pinned, time.perf_counter() - started)
+        return ctx.model_cache[key]  # type: ignore[no-any-return]
 
     def _cached(self, ctx: StepContext, role: str, build: Any) -> Any:
         key = (f"qc-{role}", self.versions[role])
@@ -380,6 +407,57 @@ def _face_sim(
     return Check(check.name, check.status, check.measured, check.limit, check.seed_fixable, detail)
 
 
+def _desync(
+    ctx: StepContext,
+    models: QCModels,
+    unit: UnitPlan,
+    video: Path,
+    frames: np.ndarray,
+    *,
+    has_sound: bool,
+    scores: dict[str, float | None],
+    metrics: dict[str, dict[str, Any]],
+) -> Check:
+    """DeSync of a unit with a soundtrack (foley or a voice) with its pinned Foley release's Synchformer; fills
+    ``scores["desync"]`` and ``metrics["desync"]`` and returns the warn-only check."""
+    from model_core.qc.desync import CROP_SECONDS, measure_desync
+
+    pinned = unit.models.get("foley")
+    seconds = len(frames) / unit.fps
+    why_not = (
+        "no soundtrack (foley off and no voice)" if not has_sound or not (unit.foley or unit.audio_uri)
+        else "the job pins no Foley release, whose Synchformer measures DeSync" if pinned not in models.foley
+        else f"DeSync reads a {CROP_SECONDS:g} s window; the video is {seconds:.2f} s" if seconds < CROP_SECONDS
+        else None
+    )  # fmt: skip
+    if why_not is not None or pinned is None:
+        scores["desync"] = None
+        metrics["desync"] = {"not_run": why_not}
+        return _model_check("model.desync", None, None, why_not)
+    from model_core.audio.foley.synchformer_audio import SAMPLE_RATE
+    from model_core.io.ffmpeg_decode import decode_audio
+
+    sync = models.sync_classifier(ctx, pinned)
+    try:
+        result = measure_desync(sync, frames, decode_audio(video, SAMPLE_RATE), fps=unit.fps)
+    except ValueError as exc:  # a soundtrack shorter than the window
+        scores["desync"] = None
+        metrics["desync"] = {"not_run": str(exc)}
+        return _model_check("model.desync", None, None, str(exc))
+    scores["desync"] = result.seconds
+    metrics["desync"] = {
+        "model": pinned,
+        "recipe": "HunyuanVideo-Foley compute_desync_score: |Synchformer offset| of the first 5 s, seconds",
+        "windows": [asdict(w) for w in result.windows],
+    }
+    late = result.seconds > DESYNC_WARN_SECONDS + 1e-6
+    return Check(
+        "model.desync", "warn" if late else "pass", round(result.seconds, 4),
+        f"<= {DESYNC_WARN_SECONDS:g} s (warn only)", seed_fixable=True,
+        detail=f"audio {'ahead of' if result.windows[0].offset > 0 else 'behind'} the picture" if late else "",
+    )  # fmt: skip
+
+
 def evaluate(
     ctx: StepContext,
     unit: UnitPlan,
@@ -421,13 +499,13 @@ def evaluate(
                   detail="the audio-driven render was published without its voice track")
         )  # fmt: skip
 
-    # the foley bed: speech or music where sound effects belong (a signal rule), and why DeSync does not run
+    # the foley bed: speech or music where sound effects belong (a signal rule)
     if has_sound and unit.foley and unit.audio_uri is None:
         from model_core.io.ffmpeg_decode import decode_audio
         from model_core.qc.soundtrack import SAMPLE_RATE, bed_character
 
         bed = bed_character(decode_audio(video, SAMPLE_RATE), SAMPLE_RATE)
-        foley_metrics: dict[str, Any] = {**asdict(bed), "desync": {"not_run": DESYNC_NOT_RUN}}
+        foley_metrics: dict[str, Any] = asdict(bed)
         kind = "speech" if bed.speech else "music" if bed.music else None
         checks.append(
             Check("audio.foley_character", "warn" if kind else "pass", bed.speech_likeness,
@@ -492,6 +570,9 @@ def evaluate(
         scores["dynamic_degree"] = 1.0 if dd.dynamic else 0.0
         metrics["dynamic_degree"] = {"recipe": f"VBench rule on {dd.flow} flow", **asdict(dd)}
         face_check = _face_sim(ctx, models, frames, refs, ref_faces, faces, qc, scores, metrics)
+        desync_check = _desync(
+            ctx, models, unit, video, frames, has_sound=has_sound, scores=scores, metrics=metrics
+        )
     scores["foley_speech_likeness"] = None if bed is None else bed.speech_likeness
     metrics["foley_speech_likeness"] = foley_metrics
     checks += [
@@ -503,6 +584,7 @@ def evaluate(
         _model_check("model.temporal_consistency", scores["temporal_consistency"], None,
                      metrics["temporal_consistency"].get("not_run")),
         _model_check("model.dynamic_degree", scores["dynamic_degree"], None),
+        desync_check,
     ]  # fmt: skip
 
     # 3. the verdict

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,11 +92,13 @@ def test_every_unit_is_scored_judged_and_published_with_its_qc(rendered: Path) -
         # a foley bed (foley on, no driving audio) gets the speech / music rule; DeSync says why it is not run
         bed = doc["metrics"]["foley_speech_likeness"]
         has_bed = sound and doc["job"] == "woman-intro"
-        assert ("audio.foley_character" in checks) == has_bed == ("desync" in bed)
+        assert ("audio.foley_character" in checks) == has_bed
+        assert checks["model.desync"]["status"] == "n/a" and doc["scores"]["desync"] is None
         if has_bed:
             assert checks["audio.foley_character"]["status"] in ("pass", "warn")
             assert doc["scores"]["foley_speech_likeness"] == bed["speech_likeness"]
-            assert "audio branch (AST" in bed["desync"]["not_run"]
+            # the tiny render lasts 0.2 s, Synchformer reads 5 s (test_desync_runs_on_a_five_second_clip)
+            assert doc["metrics"]["desync"]["not_run"] == "DeSync reads a 5 s window; the video is 0.20 s"
         # the tiny detector finds a face in every picture: Face-Sim runs, reported without an identity threshold
         face = checks["model.face_sim"]
         assert face["status"] == "info" and face["detail"] == "0 of 5 frames without a face"
@@ -321,3 +324,53 @@ def test_unregistered_qc_models_are_a_plan_warning_and_not_run(tmp_path: Path) -
     models = QCModels.from_shard(shard)
     assert models.versions == {} and set(models.missing) == set(QC_MODELS)
     assert "register it" in models.missing["arcface"] and "plan again" in models.missing["arcface"]
+
+
+def test_desync_runs_on_a_five_second_clip(make_ctx: Any, tiny_registry: object, tmp_path: Path) -> None:
+    """The QC step's DeSync with the tiny Foley release's Synchformer, on a 5.2 s mp4 with a tone."""
+    from components.qc_metrics import DESYNC_WARN_SECONDS, QCModels, _desync
+    from components.runtime.manifest import ModelPin, UnitPlan
+    from model_core.audio.foley.synchformer_sync import SYNC_CLASSIFIER_PRESETS, load_sync_classifier
+    from model_core.configs import FOLEY_SYNCHFORMER_FILE
+    from model_core.io.ffmpeg_decode import decode_audio
+    from model_core.qc.desync import measure_desync
+
+    video = tmp_path / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=5.2",
+         "-f", "lavfi", "-i", "sine=frequency=440:duration=5.2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-shortest", str(video)],
+        check=True,
+    )  # fmt: skip
+    ctx = make_ctx()
+    resolved = ctx.registry.resolve("hunyuanvideo-foley@production")
+    pin = ModelPin(
+        ref="hunyuanvideo-foley@production", name=resolved.name, version=resolved.version,
+        preset=resolved.preset, files=dict(resolved.files), total_bytes=resolved.total_bytes,
+    )  # fmt: skip
+    unit = UnitPlan(
+        unit_id="spot-v00", job_id="spot", variant=0, seed=1, mode="t2v", height=48, width=64, frames=130,
+        fps=25, prompt="a ball bounces", negative_prompt="", sampling={}, models={"foley": pin.pinned},
+        foley=True, render_digest="0",
+    )  # fmt: skip
+    models = QCModels({}, {}, {}, {pin.pinned: pin})
+    frames = np.stack(list(read_video_frames(video)))
+    scores: dict[str, float | None] = {}
+    metrics: dict[str, dict[str, Any]] = {}
+    check = _desync(ctx, models, unit, video, frames, has_sound=True, scores=scores, metrics=metrics)
+    # recomputed here with the registered file loaded directly
+    sync = load_sync_classifier(
+        ctx.registry.fetch(resolved) / FOLEY_SYNCHFORMER_FILE, SYNC_CLASSIFIER_PRESETS["tiny-synchformer"]
+    )
+    want = measure_desync(sync, frames, decode_audio(video, 16000), fps=25)
+    assert scores["desync"] == pytest.approx(want.seconds) and 0.0 <= want.seconds <= 2.0
+    assert metrics["desync"]["model"] == pin.pinned
+    assert metrics["desync"]["windows"][0]["offset"] == pytest.approx(want.windows[0].offset)
+    assert check.name == "model.desync" and check.measured == pytest.approx(round(want.seconds, 4))
+    assert check.status == ("warn" if want.seconds > DESYNC_WARN_SECONDS + 1e-6 else "pass")
+    # a unit without a soundtrack is not measured, and says why
+    silent = unit.model_copy(update={"foley": False})
+    check = _desync(ctx, models, silent, video, frames, has_sound=False, scores=scores, metrics=metrics)
+    assert check.status == "n/a" and metrics["desync"] == {
+        "not_run": "no soundtrack (foley off and no voice)"
+    }
