@@ -250,13 +250,35 @@ ENCODER_PRESETS: dict[str, EncoderPreset] = {
     "tiny-face-detector": EncoderPreset("qc-face-detector", ("yolov5-face",), "tiny random face detector"),
     # HunyuanVideo-Foley's conditioning encoders: google/siglip2-base-patch16-512 (pooled image features; its
     # config.json says "siglip") and laion/larger_clap_general (the text tower's last_hidden_state)
-    "siglip2-base-patch16-512": EncoderPreset(
-        "siglip2", ("siglip", "siglip2"), "SigLIP2 base, 512 px (Foley)"
-    ),
+    # (a NaFlex SigLIP2 folder, model_type "siglip2", is refused: `encoder_refusal`)
+    "siglip2-base-patch16-512": EncoderPreset("siglip2", ("siglip",), "SigLIP2 base, 512 px (Foley)"),
     "larger-clap-general": EncoderPreset("clap", ("clap", "clap_text_model"), "CLAP text tower (Foley)"),
-    "tiny-siglip2": EncoderPreset("siglip2", ("siglip", "siglip2"), "tiny random SigLIP2"),
+    "tiny-siglip2": EncoderPreset("siglip2", ("siglip",), "tiny random SigLIP2"),
     "tiny-clap": EncoderPreset("clap", ("clap", "clap_text_model"), "tiny random CLAP text tower"),
 }
+
+
+def naflex_siglip2_refusal(model_type: str) -> str | None:
+    """Why a SigLIP2 folder (or model) whose config says `model_type` cannot be Foley's image encoder, or None.
+
+    google/siglip2-base-patch16-512, the released encoder, is a fixed-resolution checkpoint whose config.json says
+    "siglip"; the NaFlex SigLIP2 models ("siglip2", "siglip2_vision_model": variable resolution with patch masks)
+    are another architecture. The registry refuses them at registration and `SiglipImageEncoder` at load, with
+    this message."""
+    if not model_type.startswith("siglip2"):
+        return None
+    return (
+        f"the image encoder is a NaFlex SigLIP2 model (config.json model_type {model_type!r}); "
+        "HunyuanVideo-Foley takes google/siglip2-base-patch16-512, whose config.json says "
+        "model_type 'siglip' (fixed 512 px): register that folder as the foley_image_encoder"
+    )
+
+
+def encoder_refusal(preset: EncoderPreset, model_type: str | None) -> str | None:
+    """Why a folder of `model_type` is refused for `preset` beyond not being one of its model types, or None."""
+    if preset.family == "siglip2" and model_type is not None:
+        return naflex_siglip2_refusal(model_type)
+    return None
 
 
 # HunyuanVideo-Foley: the file names of the release (Tencent-Hunyuan/HunyuanVideo-Foley, README "Download

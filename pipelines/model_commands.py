@@ -50,7 +50,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         if resolved.excluded_territories
         else ""
     )
-    subjects = f"; trained for {args.max_subjects} subjects" if args.max_subjects > 1 else ""
+    subjects = f"; trained for {resolved.max_subjects} subjects" if resolved.max_subjects > 1 else ""
     print(
         f"registered {resolved}: preset {resolved.preset}, {len(resolved.files)} files, "
         f"{resolved.total_bytes} bytes{aliases}{excluded}{subjects}"

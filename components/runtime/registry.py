@@ -630,6 +630,7 @@ class Registry:
             source=source,
             sizes={rel: int(e["size"]) for rel, e in entries.items()},
             excluded_territories=territories,
+            max_subjects=max_subjects,
         )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
@@ -862,7 +863,14 @@ def check_checkpoint(folder: str | Path, preset: str) -> None:
     training-only and unused keys the loaders drop by name are allowed).
     The message names the preset the files fit best. Imports model_core (and torch) on first use.
     """
-    from model_core.configs import MODEL_PRESETS, DiTConfig, EncoderPreset, FoleyRelease, VAEConfig
+    from model_core.configs import (
+        MODEL_PRESETS,
+        DiTConfig,
+        EncoderPreset,
+        FoleyRelease,
+        VAEConfig,
+        encoder_refusal,
+    )
 
     folder = Path(folder)
     config = MODEL_PRESETS.get(preset)
@@ -879,6 +887,9 @@ def check_checkpoint(folder: str | Path, preset: str) -> None:
         return
     if isinstance(config, EncoderPreset):
         model_type = _model_type(folder)
+        refusal = encoder_refusal(config, model_type)
+        if refusal is not None:
+            raise PresetMismatch(f"{folder} does not fit encoder preset {preset!r}: {refusal}")
         if model_type in config.model_types:
             return
         found = f"model_type {model_type!r}" if model_type else "no config.json with a model_type"

@@ -47,6 +47,7 @@ def test_two_subjects_need_a_version_registered_for_them(
         _plan(ctx, campaign)
 
     multi = _register(ctx, tmp_path, "two-subject-dit", max_subjects=2)
+    assert multi.max_subjects == 2  # register returns what it recorded
     assert ctx.registry.resolve("two-subject-dit@production").max_subjects == 2
     assert ResolvedModel.from_dict(multi.as_dict()) == multi
     write_campaign(

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from model_core.configs import naflex_siglip2_refusal
+
 __all__ = [
     "DEFAULT_NEGATIVE_PROMPT",
     "MAX_SECONDS",
@@ -102,12 +104,9 @@ class SiglipImageEncoder(nn.Module):
     def __init__(self, model: nn.Module, batch_size: int = 64) -> None:
         super().__init__()
         model_type = str(getattr(getattr(model, "config", None), "model_type", ""))
-        if model_type.startswith("siglip2"):
-            raise ValueError(
-                f"the image encoder is a NaFlex SigLIP2 model (config.json model_type {model_type!r}); "
-                "HunyuanVideo-Foley takes google/siglip2-base-patch16-512, whose config.json says "
-                "model_type 'siglip' (fixed 512 px): register that folder as the foley_image_encoder"
-            )
+        refusal = naflex_siglip2_refusal(model_type)
+        if refusal is not None:
+            raise ValueError(refusal)
         self.vision = getattr(model, "vision_model", model)
         self.batch_size = batch_size
 

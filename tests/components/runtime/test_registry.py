@@ -476,6 +476,36 @@ def test_register_checks_the_preset_and_that_the_files_fit_it(tmp_path: Path) ->
     assert seen == [(dit, "custom")]
 
 
+def test_a_naflex_siglip2_folder_is_refused_at_registration_as_the_encoder_refuses_it(tmp_path: Path) -> None:
+    import torch
+    from transformers import PretrainedConfig
+
+    from model_core.audio.foley.encoders import SiglipImageEncoder
+
+    registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "cache")
+    naflex = tmp_path / "naflex"
+    naflex.mkdir()
+    (naflex / "config.json").write_text('{"model_type": "siglip2"}')
+    (naflex / "model.safetensors").write_bytes(b"weights")
+
+    # the message the wrapper gives when such a model reaches it at load
+    class NaFlex(torch.nn.Module):
+        config = PretrainedConfig()
+
+    NaFlex.config.model_type = "siglip2"
+    with pytest.raises(ValueError) as at_load:
+        SiglipImageEncoder(NaFlex())
+    for preset in ("siglip2-base-patch16-512", "tiny-siglip2"):
+        with pytest.raises(PresetMismatch) as info:
+            registry.register("foley-image", naflex, preset)
+        assert str(at_load.value) in str(info.value), str(info.value)
+        assert f"does not fit encoder preset {preset!r}" in str(info.value)
+    assert registry.list_models() == []  # refused before any upload
+    # the released layout (a full SigLIP checkpoint, model_type "siglip") registers
+    (naflex / "config.json").write_text('{"model_type": "siglip"}')
+    assert registry.register("foley-image", naflex, "tiny-siglip2").version == 1
+
+
 def test_many_files_split_the_digest_tag_and_resolve_back(tmp_path: Path) -> None:
     registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "cache")
     folder = tmp_path / "sharded"
