@@ -8,8 +8,9 @@ token attends to every token and every other token to its own frame (space) or p
 then CLS dropped, `norm`, and `spatial_attn_agg` (a pre-norm transformer encoder layer with its own CLS over the
 196 tokens of each time step) gives 8 x 768 per segment. The 2-D `patch_embed` is in the released file and unused.
 
-`synchformer_state_dict.pth` also holds the unused audio branch and the sync head; `load_synchformer` keeps the
-`vfeat_extractor.` keys, lists the others by name and loads strictly. Reimplemented from the facts of
+`synchformer_state_dict.pth` also holds the audio branch and the sync head, which Foley does not use;
+`load_synchformer` keeps the `vfeat_extractor.` keys, lists the others by name and loads strictly. The whole file
+(for QC's DeSync) loads with `model_core.audio.foley.synchformer_sync.load_sync_classifier`. Reimplemented from the facts of
 Tencent-Hunyuan/HunyuanVideo-Foley (`hunyuanvideo_foley/models/synchformer/`).
 """
 
