@@ -111,6 +111,7 @@ __all__ = [
     "DitRefs",
     "EditSource",
     "Foley",
+    "FoleyOffloadMode",
     "Job",
     "JobDefaults",
     "Mode",
