@@ -225,8 +225,30 @@ class QCTelemetry:
     ``adrender_qc_score{metric}`` summary gets every score too.
     """
 
-    # scores are cosines in [-1, 1] or ratios in [0, 1]: 0.05 steps where the paper's averages lie
-    BUCKETS = (-0.5, 0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
+    # scores are cosines in [-1, 1] or ratios in [0, 1]: 0.05 steps where the paper's averages lie; DeSync is
+    # seconds on Synchformer's 0.2 s class grid up to 2.0
+    BUCKETS = (
+        -0.5,
+        0.0,
+        0.1,
+        0.2,
+        0.25,
+        0.3,
+        0.35,
+        0.4,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        0.95,
+        0.98,
+        1.0,
+        1.2,
+        1.4,
+        1.6,
+        2.0,
+    )
 
     def __init__(self, telemetry: StepTelemetry) -> None:
         from prometheus_client import Counter, Histogram

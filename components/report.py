@@ -51,6 +51,7 @@ _METRICS: Mapping[str, tuple[str, float, float]] = {
     "temporal_consistency": ("Temporal consistency", 0.5, 1.0),
     "dynamic_degree": ("Dynamic degree (0/1)", 0.0, 1.0),
     "foley_speech_likeness": ("Foley speech-likeness", 0.0, 1.0),
+    "desync": ("DeSync (s, lower is better)", 0.0, 2.0),
 }
 _THRESHOLD_FIELD = {
     "clip_text": "min_text_video_similarity",
