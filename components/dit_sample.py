@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from components.runtime.step import (
     upstream_failure,
     write_step_manifest,
 )
-from components.runtime.store import IntegrityError, ObjectNotFound
+from components.runtime.step_checkpoints import delete_checkpoints, latest_checkpoint, write_checkpoint
 from components.runtime.tensors import TensorMeta, dump_tensors, get_tensors
 
 if TYPE_CHECKING:
@@ -49,8 +48,6 @@ __all__ = ["STEP", "main", "parallel_options", "run"]
 
 STEP = "dit_sample"
 OUTPUT = "latents.safetensors"
-_CKPT = re.compile(r"ckpt-(\d{4})\.safetensors$")
-
 log = logging.getLogger("adrender.dit_sample")
 
 
@@ -150,33 +147,6 @@ def _avatar_conditioning(unit: UnitPlan, t: Mapping[str, Any], c: Mapping[str, A
     return Conditioning(
         latent_size=unit.latent_size, cond=positive, uncond=negative, audio_strength=unit.audio_strength
     )
-
-
-def _latest_checkpoint(ctx: StepContext, folder: str) -> tuple[StepCheckpoint | None, str | None]:
-    """The newest readable checkpoint under ``folder`` (a damaged one is logged and the one before used)."""
-    from model_core.sampling import StepCheckpoint
-
-    found = sorted(
-        ((int(m.group(1)), k) for k in ctx.store.list(folder) if (m := _CKPT.search(k))), reverse=True
-    )
-    for step, key in found:
-        path = ctx.scratch("ckpt") / f"resume-{os.getpid()}.safetensors"
-        try:
-            ctx.store.get_file(key, path)
-            return StepCheckpoint.load(path), key
-        except (IntegrityError, ObjectNotFound, ValueError, OSError) as exc:
-            log.warning(
-                "step checkpoint %s (step %d) is unusable (%s); trying the one before", key, step, exc
-            )
-    return None, None
-
-
-def _write_checkpoint(ctx: StepContext, folder: str, ckpt: StepCheckpoint) -> str:
-    path = ctx.scratch("ckpt") / f"write-{os.getpid()}.safetensors"
-    ckpt.save(path)
-    key = f"{folder}/ckpt-{ckpt.step_index:04d}.safetensors"
-    ctx.store.put_file(key, path)
-    return key
 
 
 def _init_group() -> Any:
@@ -285,7 +255,7 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
                         layouts[options.cfg_parallel] = ParallelLayout.create(
                             group, cfg_parallel=options.cfg_parallel
                         )
-                resume, resume_key = _latest_checkpoint(ctx, folder) if rank == 0 else (None, None)
+                resume, resume_key = latest_checkpoint(ctx, folder) if rank == 0 else (None, None)
                 resume = _agree(group, resume)
                 start_step = resume.step_index if resume is not None else 0
                 if resume is not None:
@@ -303,7 +273,7 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
 
                 def on_checkpoint(ckpt: StepCheckpoint, folder: str = folder) -> None:
                     if rank == 0:
-                        _write_checkpoint(ctx, folder, ckpt)
+                        write_checkpoint(ctx, folder, ckpt)
 
                 with torch.no_grad():
                     latents = sample(
@@ -328,9 +298,7 @@ def run(ctx: StepContext, shard_key: str, upstream: Mapping[str, str]) -> str:
                         dump_tensors({"latents": latents.float().cpu()}, meta),
                         metadata={"format": "safetensors"},
                     )
-                    for old in ctx.store.list(folder):
-                        if _CKPT.search(old):
-                            ctx.store.delete(old)
+                    delete_checkpoints(ctx, folder)
                     ref = artifact_ref(ctx.store, key)
                     telemetry.bytes_moved("upload", ref.size)
                     outputs[unit.unit_id] = UnitOutput(

@@ -34,10 +34,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.dit_sample import _CKPT, _latest_checkpoint, _write_checkpoint
 from components.runtime.manifest import ShardManifest, StepManifest, UnitOutput, UnitPlan, content_key
 from components.runtime.models import load_clap, load_foley, load_siglip
 from components.runtime.step import StepContext, shard_step, step_main, unit_loop, upstream_failure
+from components.runtime.step_checkpoints import delete_checkpoints, latest_checkpoint, write_checkpoint
 from components.runtime.telemetry import StepTelemetry
 
 if TYPE_CHECKING:
@@ -237,9 +237,7 @@ def _render(
         margin = soundtrack.voice_over_bed_lu(voice * gain, bed_out, scratch)
         details["voice_over_bed_lu"] = None if margin is None else round(margin, 2)
     ctx.store.put_file(keys["video"], muxed, metadata={"format": "mp4"})
-    for old in ctx.store.list(folder):
-        if _CKPT.search(old):
-            ctx.store.delete(old)  # the unit is done: its sampling checkpoints are spent
+    delete_checkpoints(ctx, folder)  # the unit is done: its sampling checkpoints are spent
     for path in scratch.iterdir():
         path.unlink(missing_ok=True)
     scratch.rmdir()
@@ -290,7 +288,7 @@ def _foley_bed(
         park((foley.dit, *decoder_modules(foley.dac)), ctx.device)
     siglip, image_size = load_siglip(ctx, shard.pin("foley_image_encoder", unit))
     clap = load_clap(ctx, shard.pin("foley_text_encoder", unit))
-    resume, resume_key = _latest_checkpoint(ctx, folder)
+    resume, resume_key = latest_checkpoint(ctx, folder)
     if resume is not None:
         log.info(
             "%s %s: resuming foley sampling at step %d from %s",
@@ -301,7 +299,7 @@ def _foley_bed(
         )
 
     def on_checkpoint(ckpt: StepCheckpoint) -> None:
-        _write_checkpoint(ctx, folder, ckpt)
+        write_checkpoint(ctx, folder, ckpt)
 
     audio = foley_audio(
         foley,

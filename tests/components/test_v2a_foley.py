@@ -8,11 +8,12 @@ from typing import cast
 
 import pytest
 
-from components import dit_sample, v2a_foley
 from components import plan as plan_step
+from components import v2a_foley
 from components.runtime.manifest import ShardManifest, StepManifest, UnitOutput, read_manifest
 from components.runtime.media import loudness, probe
 from components.runtime.step import StepContext
+from components.runtime.step_checkpoints import write_checkpoint
 from pipelines.dag import STAGES
 from pipelines.local import run_stage
 from tests.campaigns import ALL_MODES, write_campaign
@@ -161,7 +162,7 @@ def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
     monkeypatch.setattr(offload, "PARK_DEVICE", torch.device("meta"))
 
     def write_then_die(c: StepContext, folder: str, ckpt: StepCheckpoint) -> str:
-        key = dit_sample._write_checkpoint(c, folder, ckpt)  # the writer both sampling steps use
+        key = write_checkpoint(c, folder, ckpt)  # the writer both sampling steps use
         if ckpt.step_index >= 10:
             raise RuntimeError("killed")
         return key
@@ -192,7 +193,7 @@ def test_foley_resumes_after_a_kill_bit_exactly_and_offloads_its_encoders(
 
     spy(FoleyDiT, "forward")
     spy(DACVAE, "decode")
-    monkeypatch.setattr(v2a_foley, "_write_checkpoint", write_then_die)
+    monkeypatch.setattr(v2a_foley, "write_checkpoint", write_then_die)
     killed = step(ctx, offload="encoders")
     assert killed.status == "failed" and "killed" in (killed.error or "")
     assert checkpoints() == ["ckpt-0005.safetensors", "ckpt-0010.safetensors"]
