@@ -1115,6 +1115,8 @@ class QCProfile(_Strict):
     # DINO-Sim and Face-Sim have their own scales (HunyuanCustom's averages: 0.593 and 0.627), so each has a field
     min_identity_similarity: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # DINO-Sim
     min_face_similarity: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # Face-Sim
+    # DeSync (|audio-video offset|, s) above it fails a unit; unset, above 0.8 s only warns (docs/QC.md)
+    max_desync_seconds: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     max_rerenders: Annotated[int, Field(ge=0, le=5)] = 2  # a failed unit is re-rendered with a new seed
 
 
@@ -1360,6 +1362,8 @@ _FIX_HINTS: Mapping[str, str] = {
     "min_text_video_similarity": "bounds CLIP-B-T; HunyuanCustom's average is 0.306",
     "min_identity_similarity": "bounds DINO-Sim; HunyuanCustom's average is 0.593, see docs/QC.md",
     "min_face_similarity": "bounds Face-Sim; HunyuanCustom's average is 0.627, see docs/QC.md",
+    "max_desync_seconds": "bounds DeSync in seconds (0-2, Synchformer's range); HunyuanVideo-Foley's averages "
+    "are 0.54-0.74 s, see docs/QC.md",
 }
 
 

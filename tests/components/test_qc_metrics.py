@@ -357,7 +357,9 @@ def test_desync_runs_on_a_five_second_clip(make_ctx: Any, tiny_registry: object,
     frames = np.stack(list(read_video_frames(video)))
     scores: dict[str, float | None] = {}
     metrics: dict[str, dict[str, Any]] = {}
-    check = _desync(ctx, models, unit, video, frames, has_sound=True, scores=scores, metrics=metrics)
+    check = _desync(
+        ctx, models, unit, video, frames, has_sound=True, maximum=None, scores=scores, metrics=metrics
+    )
     # recomputed here with the registered file loaded directly
     sync = load_sync_classifier(
         ctx.registry.fetch(resolved) / FOLEY_SYNCHFORMER_FILE, SYNC_CLASSIFIER_PRESETS["tiny-synchformer"]
@@ -368,9 +370,19 @@ def test_desync_runs_on_a_five_second_clip(make_ctx: Any, tiny_registry: object,
     assert metrics["desync"]["windows"][0]["offset"] == pytest.approx(want.windows[0].offset)
     assert check.name == "model.desync" and check.measured == pytest.approx(round(want.seconds, 4))
     assert check.status == ("warn" if want.seconds > DESYNC_WARN_SECONDS + 1e-6 else "pass")
+    # the campaign's qc.max_desync_seconds turns the warning into a verdict, on either side of the measured value
+    for maximum, status in ((want.seconds + 0.1, "pass"), (want.seconds - 0.1, "fail")):
+        if maximum < 0:
+            continue
+        judged = _desync(
+            ctx, models, unit, video, frames, has_sound=True, maximum=maximum, scores=scores, metrics=metrics
+        )
+        assert (judged.status, judged.limit, judged.seed_fixable) == (status, f"<= {maximum:g} s", True)
     # a unit without a soundtrack is not measured, and says why
     silent = unit.model_copy(update={"foley": False})
-    check = _desync(ctx, models, silent, video, frames, has_sound=False, scores=scores, metrics=metrics)
+    check = _desync(
+        ctx, models, silent, video, frames, has_sound=False, maximum=0.2, scores=scores, metrics=metrics
+    )
     assert check.status == "n/a" and metrics["desync"] == {
         "not_run": "no soundtrack (foley off and no voice)"
     }

@@ -333,6 +333,12 @@ CASES: list[tuple[str, Callable[[Data], None], str, str]] = [
         "must be >= 0.0 (bounds DINO-Sim; HunyuanCustom's average is 0.593",
     ),
     (
+        "qc-desync-range",
+        top(qc={"max_desync_seconds": 2.5}),
+        "qc.max_desync_seconds",
+        "got 2.5; must be <= 2.0 (bounds DeSync in seconds (0-2, Synchformer's range)",
+    ),
+    (
         "qc-face-field-typo",
         top(qc={"min_face_sim": 0.6}),
         "qc.min_face_sim",
