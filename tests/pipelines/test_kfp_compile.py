@@ -206,14 +206,28 @@ def test_shards_fan_out_with_the_compiled_parallelism_and_fan_in_to_the_index(
 
 def test_compile_command_writes_ir_yaml_or_kubernetes_manifests(tmp_path: Path) -> None:
     out = tmp_path / "pipeline.yaml"
-    assert (
-        main(["compile", "-o", str(out), "--image", "example.com/adrender:1.2.3", "--parallelism", "4"]) == 0
-    )
+    # one QC round: this test is about the two output formats, and each round adds seconds of compiling
+    args = ["--image", "example.com/adrender:1.2.3", "--parallelism", "4", "--qc-rounds", "1"]
+    assert main(["compile", "-o", str(out), *args]) == 0
     spec = next(yaml.safe_load_all(out.read_text()))
     assert spec["pipelineInfo"]["name"] == "adrender-render-campaign"
 
     manifests = tmp_path / "k8s.yaml"
-    assert main(["compile", "-o", str(manifests), "--kubernetes-manifests", "--namespace", "ads"]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                "-o",
+                str(manifests),
+                "--kubernetes-manifests",
+                "--namespace",
+                "ads",
+                "--qc-rounds",
+                "1",
+            ]
+        )
+        == 0
+    )
     kinds = [
         (d["apiVersion"], d["kind"], d["metadata"].get("namespace"))
         for d in yaml.safe_load_all(manifests.read_text())
