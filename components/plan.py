@@ -31,7 +31,7 @@ from components.runtime.manifest import (
     short_digest,
     write_manifest,
 )
-from components.runtime.registry import RegistryError
+from components.runtime.registry import RegistryError, ResolvedModel
 from components.runtime.spec import (
     Campaign,
     CampaignError,
@@ -156,21 +156,26 @@ def _pin_models(ctx: StepContext, campaign: Campaign, jobs: Sequence[Job], file:
             problems.append(CampaignIssue(file, "models", f"{ref}: {exc}"))
             continue
         max_subjects[ref] = r.max_subjects
-        pins[ref] = ModelPin(
-            ref=ref,
-            name=r.name,
-            version=r.version,
-            preset=r.preset,
-            files=dict(r.files),
-            sizes=dict(r.sizes),
-            total_bytes=r.total_bytes,
-            source=r.source,
-            excluded_territories=tuple(r.excluded_territories),
-        )
+        pins[ref] = _pin(ref, r)
     if problems:
         raise PlanError(str(CampaignError(problems)))
     _check_subjects(campaign, jobs, pins, max_subjects, file)
     return pins
+
+
+def _pin(ref: str, r: ResolvedModel) -> ModelPin:
+    """The pin of a resolved registry version, as the run's manifests record it."""
+    return ModelPin(
+        ref=ref,
+        name=r.name,
+        version=r.version,
+        preset=r.preset,
+        files=dict(r.files),
+        sizes=dict(r.sizes),
+        total_bytes=r.total_bytes,
+        source=r.source,
+        excluded_territories=tuple(r.excluded_territories),
+    )
 
 
 def _pin_qc_models(ctx: StepContext) -> tuple[dict[str, ModelPin], dict[str, str], list[str]]:
@@ -195,17 +200,7 @@ def _pin_qc_models(ctx: StepContext) -> tuple[dict[str, ModelPin], dict[str, str
                 "and plan again"
             )
             continue
-        pins[ref] = ModelPin(
-            ref=ref,
-            name=r.name,
-            version=r.version,
-            preset=r.preset,
-            files=dict(r.files),
-            sizes=dict(r.sizes),
-            total_bytes=r.total_bytes,
-            source=r.source,
-            excluded_territories=tuple(r.excluded_territories),
-        )
+        pins[ref] = _pin(ref, r)
         roles[QC_ROLE_PREFIX + role] = ref
     return pins, roles, warnings
 
